@@ -108,7 +108,7 @@ def read_image(path: str | Path) -> np.ndarray:
     img = _open(path)
     if img.mode not in ("RGB", "RGBA", "L", "P", "CMYK", "YCbCr"):
         raise BadInput(path, f"expected an 8-bit RGB or grey image, got PIL mode {img.mode}")
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))  # writable, so torch.from_numpy may share it
 
 
 def _check_hw(path: Path, array: np.ndarray, hw: tuple[int, int] | None, what: str) -> None:
