@@ -144,7 +144,7 @@ def test_torch_dataset_yields_present_tasks(tmp_path, dataset_name):
     assert batch["present"].shape == (8, 4)
     assert torch.all(batch["present"].sum(1) == 1)  # one-label
     assert batch["target/semseg"].shape == (8, 24, 32) and batch["target/semseg"].dtype == torch.int64
-    assert batch["target/depth"].shape == (8, 1, 24, 32)
+    assert batch["target/depth"].shape == (8, 24, 32)
     assert batch["target/normal"].shape == (8, 3, 24, 32)
     for i, task in enumerate(TASKS):
         valid = batch[f"valid/{task}"]
@@ -173,3 +173,18 @@ def test_torch_dataset_flip_negates_normal_x(tmp_path, dataset_name):
     want = plain["target/normal"].flip(-1)
     want[0] = -want[0]
     torch.testing.assert_close(flipped["target/normal"], want)
+
+
+def test_edge_png_with_invalid_pixels_reads_back(tmp_path):
+    from hitts.model.data.label_io import write_label
+    from hitts.model.tasks import EDGE, EDGE_CLASSES, TaskSpec
+
+    task = TaskSpec("edge", EDGE, EDGE_CLASSES)
+    label = np.array([[0, 1, -1, 0]], np.int64)
+    write_label(task, tmp_path / "e.png", label)
+    np.testing.assert_array_equal(read_label(task, tmp_path / "e.png"), label)
+    binary = tmp_path / "b.png"
+    from PIL import Image
+
+    Image.fromarray(np.array([[0, 255, 0]], np.uint8)).save(binary)
+    np.testing.assert_array_equal(read_label(task, binary), [[0, 1, 0]])

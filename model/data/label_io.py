@@ -4,7 +4,8 @@ The on-disk encodings (the project's own folder layout and the FiftyOne store us
 
 - image: 8-bit RGB PNG or JPEG.
 - segmentation / edge: single-channel class-id PNG, 8-bit with 255 = invalid, or 16-bit with
-  65535 = invalid (more than 255 classes). Edge PNGs may also be 0/255 binary images.
+  65535 = invalid (more than 255 classes). Edge PNGs may also be 0/255 binary images: an 8-bit
+  edge PNG holding only the values 0 and 255 is read that way.
 - depth: 16-bit PNG in units of ``depth_unit`` metres (default millimetres), 0 = invalid; or a
   float ``.npy`` in metres.
 - normal: RGB PNG ``(n + 1) / 2 * 255``, with (0, 0, 0) = invalid (it decodes to a vector of
@@ -32,7 +33,7 @@ Image.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_DEPTH_UNIT = 0.001  # metres per count in 16-bit depth PNGs: millimetres, as Kinect/NYU
 NORMAL_PNG_TOLERANCE = 0.03  # |‖n‖ - 1| allowed after 8-bit decoding (quantisation is < 0.01)
-NORMAL_NPY_TOLERANCE = 1e-2  # |‖n‖ - 1| allowed for float normals
+NORMAL_NPY_TOLERANCE = 0.1  # |‖n‖ - 1| allowed for float normals (resized data drifts); renormalised
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +83,8 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 # reading
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file; BadInput naming it if missing, unreadable or truncated."""
     if not path.is_file():
         raise BadInput(path, "file not found")
     try:
@@ -105,7 +107,7 @@ def load_npy(path: Path) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB from any 8-bit image file PIL reads."""
     path = Path(path)
-    img = _open(path)
+    img = open_image(path)
     if img.mode not in ("RGB", "RGBA", "L", "P", "CMYK", "YCbCr"):
         raise BadInput(path, f"expected an 8-bit RGB or grey image, got PIL mode {img.mode}")
     return np.array(img.convert("RGB"))  # writable, so torch.from_numpy may share it
@@ -169,7 +171,8 @@ def check_label(task: TaskSpec, label: np.ndarray, path: Path, hw: tuple[int, in
                 path, f"{name} has non-unit normals (|n| up to {norm[valid].max():.3f}, "
                 f"down to {norm[valid].min():.3f}); expected unit vectors or (0, 0, 0) for invalid"
             )
-        return label.astype(np.float32)
+        unit = label / np.where(valid, norm, 1.0)[..., None]
+        return unit.astype(np.float32)
     raise ValueError(f"unknown kind {task.kind!r}")
 
 
@@ -190,7 +193,7 @@ def read_label(
     path = Path(path)
     if path.suffix.lower() == ".npy":
         return check_label(task, load_npy(path), path, hw)
-    img = _open(path)
+    img = open_image(path)
     if task.kind in (SEGMENTATION, EDGE):
         if img.mode in ("L", "P"):
             raw = np.asarray(img).astype(np.int64)
@@ -207,9 +210,11 @@ def read_label(
                 f"got PIL mode {img.mode}"
             )
         if task.kind == EDGE and ignore == 255 and raw.max(initial=0) == 255 and not np.any(
-            (raw > 1) & (raw < 255)
+            (raw >= 1) & (raw < 255)
         ):
-            raw = (raw == 255).astype(np.int64)  # a 0/255 binary edge image
+            # only 0 and 255: a 0/255 binary edge image (an edge map of ours with invalid pixels
+            # and not a single edge pixel reads the same way; documented in the module docstring)
+            raw = (raw == 255).astype(np.int64)
         elif ignore is not None:
             raw[raw == ignore] = -1
         return check_label(task, raw, path, hw)

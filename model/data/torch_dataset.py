@@ -7,8 +7,8 @@ Each item is a flat dict that the default collate stacks:
 
 - ``"image"``: (3, H, W) float32 in [0, 1]
 - ``"present"``: (T,) bool, whether task t has a label on this image (tasks in the order given)
-- ``"target/<task>"``: segmentation/edge (H, W) int64 (-1 invalid); depth (1, H, W) float32 metres;
-  normal (3, H, W) float32 — zeros where the task is absent
+- ``"target/<task>"``: segmentation/edge (H, W) int64 (-1 invalid); depth (H, W) float32 metres
+  (0 invalid); normal (3, H, W) float32 — the invalid code everywhere where the task is absent
 - ``"valid/<task>"``: (H, W) bool, all False where the task is absent
 - ``"index"``: int, the position in the records list
 """
@@ -98,7 +98,7 @@ class MultiTaskDataset(Dataset):
 def _empty_target(task: TaskSpec, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = hw
     if task.kind == DEPTH:
-        target = torch.zeros(1, h, w)
+        target = torch.zeros(h, w)
     elif task.kind == NORMAL:
         target = torch.zeros(3, h, w)
     else:
@@ -111,13 +111,13 @@ def _to_tensor(task: TaskSpec, label: np.ndarray, hw: tuple[int, int]) -> tuple[
     if task.kind == NORMAL:
         target = torch.from_numpy(label).permute(2, 0, 1).contiguous()  # (3, H, W)
     elif task.kind == DEPTH:
-        target = torch.from_numpy(label)[None]  # (1, H, W)
+        target = torch.from_numpy(label)  # (H, W) metres
     else:
         target = torch.from_numpy(label)  # (H, W) int64
     if tuple(target.shape[-2:]) != tuple(hw):
         # nearest keeps class ids and invalid codes intact
         t = target.float()[None] if target.ndim == 3 else target.float()[None, None]
         t = F.interpolate(t, size=hw, mode="nearest")
-        target = t[0] if target.ndim == 3 else t[0, 0].long()
+        target = t[0] if target.ndim == 3 else t[0, 0].to(target.dtype)
         valid = F.interpolate(valid.float()[None, None], size=hw, mode="nearest")[0, 0].bool()
     return target, valid
