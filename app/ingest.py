@@ -111,7 +111,9 @@ def ingest(
     return report
 
 
-def _sample(name: str, info: store.DatasetInfo, item: SourceItem, ex: Example, kept: tuple[str, ...]) -> fo.Sample:
+def _sample(
+    name: str, info: store.DatasetInfo, item: SourceItem, ex: Example, kept: tuple[str, ...]
+) -> fo.Sample:
     """Write the item's files and build its sample; on failure remove what was written."""
     written: list[Path] = []
     try:

@@ -35,7 +35,12 @@ from hitts.model.tasks import DEPTH, TaskSpec
 log = logging.getLogger(__name__)
 
 LABELED, MISSING, SUGGESTED, ACCEPTED, FIXED, REJECTED = (
-    "labeled", "missing", "suggested", "accepted", "fixed", "rejected",
+    "labeled",
+    "missing",
+    "suggested",
+    "accepted",
+    "fixed",
+    "rejected",
 )
 STATUSES = (LABELED, MISSING, SUGGESTED, ACCEPTED, FIXED, REJECTED)
 INFO_KEY = "hitts"
@@ -181,7 +186,9 @@ def label_object(task: TaskSpec, path: Path, label: np.ndarray, depth_unit: floa
     return fo.Segmentation(mask_path=str(path))
 
 
-def write_label_file(name: str, field: str, key: str, task: TaskSpec, label: np.ndarray, depth_unit: float) -> Path:
+def write_label_file(
+    name: str, field: str, key: str, task: TaskSpec, label: np.ndarray, depth_unit: float
+) -> Path:
     path = files_dir(name) / field / f"{slug(key)}.png"
     write_png(path, encode_label(task, label, depth_unit))
     return path
@@ -229,7 +236,10 @@ def status_report(name: str) -> StatusReport:
     for t in info.tasks:
         counts = ds.count_values(status_field(t.name))
         tasks[t.name] = {s: int(counts.get(s, 0)) for s in STATUSES}
-    splits = {str(k): int(v) for k, v in sorted(ds.count_values("split").items(), key=lambda kv: str(kv[0]))}
+    splits = {
+        str(k): int(v)
+        for k, v in sorted(ds.count_values("split").items(), key=lambda kv: str(kv[0]))
+    }
     return StatusReport(name, len(ds), splits, tasks, info.setting, info.source_format)
 
 
@@ -239,7 +249,7 @@ def labelled_images(view: fo.DatasetView | fo.Dataset, tasks: Iterable[str]) -> 
     values = view.values(["key", "filepath"] + [_path_expr(view, t) for t in tasks])
     keys, filepaths, *per_task = values
     out = []
-    for i, (key, fp) in enumerate(zip(keys, filepaths)):
+    for i, (key, fp) in enumerate(zip(keys, filepaths, strict=False)):
         labels = {t: Path(per_task[j][i]) for j, t in enumerate(tasks) if per_task[j][i]}
         out.append(LabelledImage(key=key, image=Path(fp), labels=labels))
     return out

@@ -34,4 +34,3 @@ def dataset_name() -> str:
 
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
-

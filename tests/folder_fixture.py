@@ -44,7 +44,9 @@ def make_folder(
     written = {}
     stems = [f"img_{i:03d}" for i in range(n)]
     for stem in stems:
-        write_png(root / "images" / f"{stem}.png", rng.integers(0, 256, size=(*hw, 3), dtype=np.uint8))
+        write_png(
+            root / "images" / f"{stem}.png", rng.integers(0, 256, size=(*hw, 3), dtype=np.uint8)
+        )
         labels = random_labels(rng, hw)
         for t in tasks:
             write_label(specs[t], root / t / f"{stem}.png", labels[t])

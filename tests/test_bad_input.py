@@ -94,8 +94,15 @@ def _edge_not_binary(root: Path) -> tuple[Path, str]:
 
 
 CASES = [
-    _truncated_image, _label_wrong_size, _semseg_wrong_dtype, _depth_wrong_dtype,
-    _class_out_of_range, _nan_depth, _negative_depth, _non_unit_normal_npy, _non_unit_normal_png,
+    _truncated_image,
+    _label_wrong_size,
+    _semseg_wrong_dtype,
+    _depth_wrong_dtype,
+    _class_out_of_range,
+    _nan_depth,
+    _negative_depth,
+    _non_unit_normal_npy,
+    _non_unit_normal_png,
     _edge_not_binary,
 ]
 
@@ -121,8 +128,11 @@ def test_bad_file_stops_ingest_and_names_it(tmp_path, dataset_name, corrupt):
         assert len(_files_of(dataset_name, key)) == 4
 
 
-@pytest.mark.parametrize("corrupt", [_truncated_image, _nan_depth, _non_unit_normal_png],
-                         ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "corrupt",
+    [_truncated_image, _nan_depth, _non_unit_normal_png],
+    ids=lambda f: f.__name__.strip("_"),
+)
 def test_skip_bad_lists_and_goes_on(tmp_path, dataset_name, corrupt):
     root = tmp_path / "src"
     make_folder(root, n=5, val=0)

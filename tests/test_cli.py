@@ -15,8 +15,12 @@ COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
 def test_top_level_help_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "hitts.app.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "hitts.app.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for command in COMMANDS:
         assert command in out
 
@@ -26,13 +30,28 @@ def test_every_flag_has_help(command):
     parser = build_parser()._subparsers._group_actions[0].choices[command]
     for action in parser._actions:
         if action.dest != "help":
-            assert action.help, f"hitts {command}: {action.option_strings or action.dest} has no help"
+            assert action.help, (
+                f"hitts {command}: {action.option_strings or action.dest} has no help"
+            )
     assert parser.format_help().startswith("usage: hitts " + command)
 
 
 def test_status_table_and_json(tmp_path, dataset_name, capsys):
     make_folder(tmp_path / "src", n=6, val=2)
-    assert main(["ingest", str(tmp_path / "src"), "--name", dataset_name, "--setting", "one-label", "-q"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                str(tmp_path / "src"),
+                "--name",
+                dataset_name,
+                "--setting",
+                "one-label",
+                "-q",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["status", dataset_name, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

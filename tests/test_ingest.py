@@ -36,7 +36,9 @@ def test_folder_full_roundtrip_and_idempotent(tmp_path, dataset_name):
     for sample in ds:
         for task in info.tasks:
             assert sample[store.status_field(task.name)] == store.LABELED
-            got = read_label(task, _label_path(sample, store.gt_field(task.name)), depth_unit=info.depth_unit)
+            got = read_label(
+                task, _label_path(sample, store.gt_field(task.name)), depth_unit=info.depth_unit
+            )
             want = written[sample.key][task.name]
             if task.kind == "depth":
                 np.testing.assert_allclose(got, want, atol=0.0006)
@@ -81,7 +83,7 @@ def test_settings_are_reproducible_by_seed(tmp_path):
     make_folder(tmp_path / "src", n=20, val=0)
     names = ["t-seed-a", "t-seed-b", "t-seed-c"]
     try:
-        for name, seed in zip(names, (7, 7, 8)):
+        for name, seed in zip(names, (7, 7, 8), strict=False):
             ingest(tmp_path / "src", name, setting="random-labels", seed=seed, progress=False)
         a, b, c = (_visible_sets(n) for n in names)
         assert a == b
@@ -124,7 +126,9 @@ def test_real_nyu_frames_ingest_as_depth_only(dataset_name):
     assert [t.name for t in info.tasks] == ["depth"]
     for sample in ds:
         assert sample.metadata.width == 640 and sample.metadata.height == 480
-        depth = read_label(info.tasks[0], _label_path(sample, "gt_depth"), depth_unit=info.depth_unit)
+        depth = read_label(
+            info.tasks[0], _label_path(sample, "gt_depth"), depth_unit=info.depth_unit
+        )
         assert depth.shape == (480, 640)
         valid = depth > 0
         assert 0.5 < valid.mean() <= 1.0
@@ -143,7 +147,9 @@ def test_torch_dataset_yields_present_tasks(tmp_path, dataset_name):
     assert batch["image"].shape == (8, 3, 24, 32)
     assert batch["present"].shape == (8, 4)
     assert torch.all(batch["present"].sum(1) == 1)  # one-label
-    assert batch["target/semseg"].shape == (8, 24, 32) and batch["target/semseg"].dtype == torch.int64
+    assert (
+        batch["target/semseg"].shape == (8, 24, 32) and batch["target/semseg"].dtype == torch.int64
+    )
     assert batch["target/depth"].shape == (8, 24, 32)
     assert batch["target/normal"].shape == (8, 3, 24, 32)
     for i, task in enumerate(TASKS):

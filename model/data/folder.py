@@ -31,7 +31,12 @@ from hitts.model.tasks import DEPTH, EDGE, EDGE_CLASSES, NORMAL, SEGMENTATION, T
 
 IMAGE_DIRS = ("images", "rgb")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-LABEL_SUFFIXES = {"semseg": (".png",), "depth": (".png", ".npy"), "normal": (".png", ".npy"), "edge": (".png",)}
+LABEL_SUFFIXES = {
+    "semseg": (".png",),
+    "depth": (".png", ".npy"),
+    "normal": (".png", ".npy"),
+    "edge": (".png",),
+}
 FOLDER_TASK_ORDER = ("semseg", "depth", "normal", "edge")
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
@@ -78,7 +83,9 @@ class FolderReader(Reader):
         self.depth_unit = float(self.meta.get("depth_unit", DEFAULT_DEPTH_UNIT))
         present = [t for t in FOLDER_TASK_ORDER if (self.root / t).is_dir()]
         if not present:
-            raise BadInput(self.root, f"no label folder: expected at least one of {FOLDER_TASK_ORDER}")
+            raise BadInput(
+                self.root, f"no label folder: expected at least one of {FOLDER_TASK_ORDER}"
+            )
         tasks = []
         for name in present:
             if name == "semseg":
@@ -92,10 +99,16 @@ class FolderReader(Reader):
     def _semseg_classes(self) -> tuple[str, ...]:
         path = self.root / "classes.json"
         if not path.is_file():
-            raise BadInput(path, "missing: a folder with semseg/ needs classes.json naming the classes")
+            raise BadInput(
+                path, "missing: a folder with semseg/ needs classes.json naming the classes"
+            )
         data = _read_json(path)
         names = data.get("semseg") if isinstance(data, dict) else data
-        if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        if (
+            not isinstance(names, list)
+            or len(names) < 2
+            or not all(isinstance(n, str) for n in names)
+        ):
             raise BadInput(path, 'expected {"semseg": [at least 2 class names]} or a list of names')
         return tuple(names)
 
@@ -115,9 +128,14 @@ class FolderReader(Reader):
                 if not stem:
                     continue
                 if stem not in known:
-                    raise BadInput(path, f"line {line_no}: no image with stem {stem!r} in {self.image_dir.name}/")
+                    raise BadInput(
+                        path,
+                        f"line {line_no}: no image with stem {stem!r} in {self.image_dir.name}/",
+                    )
                 if stem in seen and seen[stem] != split:
-                    raise BadInput(path, f"line {line_no}: {stem!r} is also listed in {seen[stem]}.txt")
+                    raise BadInput(
+                        path, f"line {line_no}: {stem!r} is also listed in {seen[stem]}.txt"
+                    )
                 seen[stem] = split
                 split_of[stem] = split
         return split_of
@@ -128,20 +146,22 @@ class FolderReader(Reader):
             raise BadInput(self.image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)})")
         by_number: dict[str, str] = {}
         numbers = [_trailing_number(s) for s in images]
-        for stem, num in zip(images, numbers):
+        for stem, num in zip(images, numbers, strict=False):
             if num is not None and numbers.count(num) == 1:
                 by_number[num] = stem
         labels: dict[str, dict[str, Path]] = {s: {} for s in images}
         for task in self.tasks:
             files = _index(self.root / task.name, LABEL_SUFFIXES[task.name])
             file_numbers = [_trailing_number(s) for s in files]
-            for (stem, path), num in zip(files.items(), file_numbers):
+            for (stem, path), num in zip(files.items(), file_numbers, strict=False):
                 if stem in images:
                     target = stem
                 elif num is not None and num in by_number and file_numbers.count(num) == 1:
                     target = by_number[num]
                 else:
-                    raise BadInput(path, f"no image in {self.image_dir.name}/ matches this {task.name} label")
+                    raise BadInput(
+                        path, f"no image in {self.image_dir.name}/ matches this {task.name} label"
+                    )
                 labels[target][task.name] = path
         split_of = self._splits(list(images))
         return [
@@ -156,4 +176,6 @@ class FolderReader(Reader):
             name: read_label(self.task(name), path, hw, self.depth_unit)
             for name, path in item.labels.items()
         }
-        return Example(key=item.key, split=item.split, image=image, labels=labels, image_path=item.image)
+        return Example(
+            key=item.key, split=item.split, image=image, labels=labels, image_path=item.image
+        )

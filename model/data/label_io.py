@@ -33,7 +33,9 @@ Image.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_DEPTH_UNIT = 0.001  # metres per count in 16-bit depth PNGs: millimetres, as Kinect/NYU
 NORMAL_PNG_TOLERANCE = 0.03  # |‖n‖ - 1| allowed after 8-bit decoding (quantisation is < 0.01)
-NORMAL_NPY_TOLERANCE = 0.1  # |‖n‖ - 1| allowed for float normals (resized data drifts); renormalised
+NORMAL_NPY_TOLERANCE = (
+    0.1  # |‖n‖ - 1| allowed for float normals (resized data drifts); renormalised
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,7 +122,9 @@ def _check_hw(path: Path, array: np.ndarray, hw: tuple[int, int] | None, what: s
         )
 
 
-def check_label(task: TaskSpec, label: np.ndarray, path: Path, hw: tuple[int, int] | None) -> np.ndarray:
+def check_label(
+    task: TaskSpec, label: np.ndarray, path: Path, hw: tuple[int, int] | None
+) -> np.ndarray:
     """Check a label already in canonical form (see :mod:`hitts.model.tasks`) and return it."""
     name = f"{task.name} label"
     if task.kind in (SEGMENTATION, EDGE):
@@ -153,7 +157,9 @@ def check_label(task: TaskSpec, label: np.ndarray, path: Path, hw: tuple[int, in
         if not np.all(np.isfinite(label)):
             raise BadInput(path, f"{name} has NaN or infinite values; use 0 for no reading")
         if np.any(label < 0):
-            raise BadInput(path, f"{name} has negative depth (min {label.min():.3g}); expected >= 0")
+            raise BadInput(
+                path, f"{name} has negative depth (min {label.min():.3g}); expected >= 0"
+            )
         return label.astype(np.float32)
     if task.kind == NORMAL:
         if label.ndim != 3 or label.shape[-1] != 3:
@@ -168,8 +174,9 @@ def check_label(task: TaskSpec, label: np.ndarray, path: Path, hw: tuple[int, in
         off = np.abs(norm[valid] - 1)
         if off.size and off.max() > NORMAL_NPY_TOLERANCE:
             raise BadInput(
-                path, f"{name} has non-unit normals (|n| up to {norm[valid].max():.3f}, "
-                f"down to {norm[valid].min():.3f}); expected unit vectors or (0, 0, 0) for invalid"
+                path,
+                f"{name} has non-unit normals (|n| up to {norm[valid].max():.3f}, "
+                f"down to {norm[valid].min():.3f}); expected unit vectors or (0, 0, 0) for invalid",
             )
         unit = label / np.where(valid, norm, 1.0)[..., None]
         return unit.astype(np.float32)
@@ -206,11 +213,15 @@ def read_label(
             ignore = None
         else:
             raise BadInput(
-                path, f"{task.name} label must be an 8- or 16-bit single-channel class-id PNG, "
-                f"got PIL mode {img.mode}"
+                path,
+                f"{task.name} label must be an 8- or 16-bit single-channel class-id PNG, "
+                f"got PIL mode {img.mode}",
             )
-        if task.kind == EDGE and ignore == 255 and raw.max(initial=0) == 255 and not np.any(
-            (raw >= 1) & (raw < 255)
+        if (
+            task.kind == EDGE
+            and ignore == 255
+            and raw.max(initial=0) == 255
+            and not np.any((raw >= 1) & (raw < 255))
         ):
             # only 0 and 255: a 0/255 binary edge image (an edge map of ours with invalid pixels
             # and not a single edge pixel reads the same way; documented in the module docstring)
@@ -221,7 +232,8 @@ def read_label(
     if task.kind == DEPTH:
         if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
             raise BadInput(
-                path, f"depth must be a 16-bit PNG (units of {depth_unit} m), got PIL mode {img.mode}"
+                path,
+                f"depth must be a 16-bit PNG (units of {depth_unit} m), got PIL mode {img.mode}",
             )
         raw = np.asarray(img)
         if raw.dtype.kind == "i" and raw.min(initial=0) < 0:
@@ -229,7 +241,9 @@ def read_label(
         return check_label(task, raw.astype(np.float32) * np.float32(depth_unit), path, hw)
     if task.kind == NORMAL:
         if img.mode != "RGB":
-            raise BadInput(path, f"normal must be an 8-bit RGB PNG (n+1)/2*255, got PIL mode {img.mode}")
+            raise BadInput(
+                path, f"normal must be an 8-bit RGB PNG (n+1)/2*255, got PIL mode {img.mode}"
+            )
         return decode_normal(np.asarray(img), path, hw)
     raise ValueError(f"unknown kind {task.kind!r}")
 
@@ -279,15 +293,18 @@ def decode_normal(rgb: np.ndarray, path: Path, hw: tuple[int, int] | None = None
     off = np.abs(norm[~invalid] - 1)
     if off.size and off.max() > NORMAL_PNG_TOLERANCE:
         raise BadInput(
-            path, f"normal PNG does not hold unit normals (decoded |n| from {norm[~invalid].min():.3f}"
-            f" to {norm[~invalid].max():.3f}); expected (n+1)/2*255 with (0,0,0) for invalid"
+            path,
+            f"normal PNG does not hold unit normals (decoded |n| from {norm[~invalid].min():.3f}"
+            f" to {norm[~invalid].max():.3f}); expected (n+1)/2*255 with (0,0,0) for invalid",
         )
     n = n / np.maximum(norm, 1e-6)[..., None]
     n[invalid] = 0
     return n.astype(np.float32)
 
 
-def encode_label(task: TaskSpec, label: np.ndarray, depth_unit: float = DEFAULT_DEPTH_UNIT) -> np.ndarray:
+def encode_label(
+    task: TaskSpec, label: np.ndarray, depth_unit: float = DEFAULT_DEPTH_UNIT
+) -> np.ndarray:
     """Canonical label to the array that is written as PNG."""
     if task.is_classification:
         return encode_class_ids(label, task.num_classes)
@@ -298,6 +315,8 @@ def encode_label(task: TaskSpec, label: np.ndarray, depth_unit: float = DEFAULT_
     raise ValueError(f"unknown kind {task.kind!r}")
 
 
-def write_label(task: TaskSpec, path: str | Path, label: np.ndarray, depth_unit: float = DEFAULT_DEPTH_UNIT) -> None:
+def write_label(
+    task: TaskSpec, path: str | Path, label: np.ndarray, depth_unit: float = DEFAULT_DEPTH_UNIT
+) -> None:
     """Write a canonical label as PNG in the module's encoding, atomically."""
     write_png(path, encode_label(task, label, depth_unit))

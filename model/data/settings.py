@@ -41,12 +41,16 @@ def parse_setting(text: str, tasks: tuple[str, ...]) -> Setting:
     parts = text.split(":")
     kind = parts[0]
     if kind not in SETTING_KINDS:
-        raise ValueError(f"unknown setting {text!r}; expected one of full, one-label, random-labels, few-shot:TASK:K")
+        raise ValueError(
+            f"unknown setting {text!r}; expected one of full, one-label, random-labels, few-shot:TASK:K"
+        )
     if kind != "few-shot":
         if len(parts) != 1:
             raise ValueError(f"setting {kind!r} takes no arguments, got {text!r}")
         if kind in ("one-label", "random-labels") and len(tasks) < 2:
-            raise ValueError(f"setting {kind!r} needs a source with at least 2 tasks, this one has {list(tasks)}")
+            raise ValueError(
+                f"setting {kind!r} needs a source with at least 2 tasks, this one has {list(tasks)}"
+            )
         return Setting(kind)
     if len(parts) != 3:
         raise ValueError(f"few-shot setting must be few-shot:TASK:K, got {text!r}")

@@ -76,7 +76,9 @@ class Reader(ABC):
 
     format_name: str = ""
     tasks: tuple[TaskSpec, ...] = ()
-    depth_unit: float = 0.001  # metres per count of the depth files this source's labels are stored with
+    depth_unit: float = (
+        0.001  # metres per count of the depth files this source's labels are stored with
+    )
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -93,4 +95,6 @@ class Reader(ABC):
         for t in self.tasks:
             if t.name == name:
                 return t
-        raise KeyError(f"{self.format_name} has no task {name!r}; it has {[t.name for t in self.tasks]}")
+        raise KeyError(
+            f"{self.format_name} has no task {name!r}; it has {[t.name for t in self.tasks]}"
+        )

@@ -106,7 +106,9 @@ def _empty_target(task: TaskSpec, hw: tuple[int, int]) -> tuple[torch.Tensor, to
     return target, torch.zeros(h, w, dtype=torch.bool)
 
 
-def _to_tensor(task: TaskSpec, label: np.ndarray, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_tensor(
+    task: TaskSpec, label: np.ndarray, hw: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     valid = torch.from_numpy(valid_mask(task.kind, label))
     if task.kind == NORMAL:
         target = torch.from_numpy(label).permute(2, 0, 1).contiguous()  # (3, H, W)

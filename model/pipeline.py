@@ -1,0 +1,102 @@
+"""Stage 1 -> discovery -> stage 2 on in-memory splits, and building those splits from a source.
+
+The app layer builds the splits from FiftyOne (:mod:`hitts.app.training`); benchmarks and tests
+can build them straight from a source folder with :func:`splits_from_source`, no database needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from hitts.model.data.formats import open_reader
+from hitts.model.data.settings import draw_kept, parse_setting
+from hitts.model.data.torch_dataset import LabelledImage, MultiTaskDataset
+from hitts.model.discover import discover, load_discovery, save_discovery
+from hitts.model.network import ModelConfig
+from hitts.model.quantize import Quantizer
+from hitts.model.tensor_set import TensorSet, load_tensor_set
+from hitts.model.train import (
+    TrainConfig,
+    load_checkpoint,
+    model_from_checkpoint,
+    pick_device,
+    train,
+)
+
+
+def splits_from_source(
+    root: str | Path,
+    *,
+    fmt: str = "folder",
+    setting: str = "full",
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> tuple[TensorSet, TensorSet]:
+    """(train, val) of a source, the train labels thinned by ``setting`` (val keeps all)."""
+    reader = open_reader(fmt, root)
+    items = reader.items()
+    kept = draw_kept(parse_setting(setting, tuple(t.name for t in reader.tasks)), items, seed)
+    sets = []
+    for split in ("train", "val"):
+        records = [
+            LabelledImage(
+                it.key, it.image, {t: p for t, p in it.labels.items() if t in kept[it.key]}
+            )
+            for it in items
+            if it.split == split
+        ]
+        ds = MultiTaskDataset(records, reader.tasks, size=size, depth_unit=reader.depth_unit)
+        sets.append(load_tensor_set(ds, progress=progress))
+    return sets[0], sets[1]
+
+
+def discovery_for(
+    teacher: Path, data: TensorSet, out: Path, *, sharpen: float = 1.0, progress: bool = False
+) -> dict:
+    """Load ``out`` if it holds this teacher's discovery on these images, else make and save it."""
+    if out.exists():
+        found = load_discovery(out)
+        if found["meta"].get("teacher") == str(teacher) and found["keys"] == data.keys:
+            return found
+    state = load_checkpoint(teacher)
+    model, quantizers, _ = model_from_checkpoint(state)
+    model.to(pick_device())
+    found = discover(model, quantizers, data, sharpen=sharpen, progress=progress)
+    cfg = state["model_config"]
+    meta = {"teacher": str(teacher), "kind": cfg["kind"], "use_global": cfg.get("use_global", True)}
+    save_discovery(out, found, data.keys, meta)
+    return load_discovery(out)
+
+
+def train_stage2(
+    teacher: Path,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    train_set: TensorSet,
+    val_set: TensorSet | None,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    extra: dict | None = None,
+) -> dict:
+    """A fresh model on L_s + L_p + L_f with the teacher's discovery (the teacher's bins too)."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(teacher)
+    quantizers = {n: Quantizer.from_dict(d) for n, d in state["quantizers"].items()}
+    found = discovery_for(teacher, train_set, out / "discovery.pt", progress=progress)
+    cfg = replace(cfg, stage=2)
+    return train(
+        cfg,
+        model_cfg,
+        quantizers,
+        train_set,
+        val_set,
+        out,
+        discovery=found,
+        resume=resume,
+        progress=progress,
+        extra=extra,
+    )

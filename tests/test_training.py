@@ -1,0 +1,167 @@
+"""Training end to end on generated scenes in a real FiftyOne dataset: stage 1, discovery, stage 2,
+evaluation, resume after a kill, and checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hitts.app.cli import main
+from hitts.model.data.scenes import SceneConfig, generate_scenes
+from hitts.model.train import load_checkpoint
+
+FAST = ["--epochs", "1", "--batch-size", "4", "--channels", "16", "--threads", "1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes")
+    generate_scenes(
+        root, 16, SceneConfig(height=32, width=48), seed=5, val_fraction=0.25, progress=False
+    )
+    return root
+
+
+def test_train_discover_stage2_evaluate(scenes, tmp_path, dataset_name, capsys):
+    assert (
+        main(["ingest", str(scenes), "--name", dataset_name, "--setting", "one-label", "-q"]) == 0
+    )
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    assert main(["train", dataset_name, "--out", str(s1), *FAST]) == 0
+    state = load_checkpoint(s1 / "last.pt")
+    assert state["epoch"] == 0 and state["model_config"]["kind"] == "hitts"
+    rows = [json.loads(r) for r in (s1 / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0]
+    assert set(rows[0]["val"]) == {"semseg", "depth", "normal", "edge"}
+    assert rows[0]["loss_s"] > 0 and rows[0]["loss_p"] == 0
+    assert (s1 / "curves.png").stat().st_size > 1000
+    low_tau = [a for t in ("semseg", "depth", "normal", "edge") for a in ("--tau", f"{t}=0.01")]
+    assert (
+        main(
+            [
+                "train",
+                dataset_name,
+                "--out",
+                str(s2),
+                "--stage",
+                "2",
+                "--teacher",
+                str(s1 / "last.pt"),
+                *low_tau,
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    found = torch.load(s2 / "discovery.pt", weights_only=True)
+    assert set(found["tasks"]) == {"semseg", "depth", "normal", "edge"}
+    assert found["tasks"]["depth"]["confidence"].shape == (12, 32, 48)
+    rows = [json.loads(r) for r in (s2 / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["loss_p"] > 0 and rows[0]["loss_f"] > 0
+    capsys.readouterr()
+    assert main(["evaluate", dataset_name, "--checkpoint", str(s2 / "last.pt"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["semseg"]["mIoU"] <= 100 and metrics["depth"]["abs_err"] > 0
+
+
+def test_refuses_existing_run_and_bad_checkpoints(scenes, tmp_path, dataset_name, caplog):
+    assert main(["ingest", str(scenes), "--name", dataset_name, "-q"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", dataset_name, "--out", str(run), "--model", "mtl", *FAST]) == 0
+    assert main(["train", dataset_name, "--out", str(run), "--model", "mtl", *FAST]) == 2
+    assert "exists: pass resume" in caplog.text
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["evaluate", dataset_name, "--checkpoint", str(bad)]) == 2
+    assert f"{bad}: not a readable checkpoint" in caplog.text
+    assert main(["train", dataset_name, "--out", str(tmp_path / "x"), "--stage", "2"]) == 2
+    assert "needs --teacher" in caplog.text
+
+
+def test_resume_after_kill_matches_uninterrupted_run(scenes, tmp_path, dataset_name):
+    assert (
+        main(["ingest", str(scenes), "--name", dataset_name, "--setting", "one-label", "-q"]) == 0
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [
+        sys.executable,
+        "-m",
+        "hitts.app.cli",
+        "train",
+        dataset_name,
+        "--epochs",
+        "4",
+        "--batch-size",
+        "4",
+        "--channels",
+        "16",
+        "--threads",
+        "1",
+        "-q",
+    ]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen([*args, "--out", str(killed)], env=env)
+    deadline = time.time() + 120
+    while not (killed / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = load_checkpoint(killed / "last.pt")["epoch"]
+    assert first < 3, "the run finished before it could be killed"
+    subprocess.run([*args, "--out", str(killed), "--resume"], env=env, check=True)
+    subprocess.run([*args, "--out", str(whole)], env=env, check=True)
+    a, b = load_checkpoint(killed / "last.pt"), load_checkpoint(whole / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    epochs = [json.loads(r)["epoch"] for r in (killed / "log.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1, 2, 3]
+
+
+def test_torchrun_two_cpu_processes(scenes, tmp_path, dataset_name):
+    """DistributedDataParallel on the gloo backend: two processes train one model."""
+    assert (
+        main(["ingest", str(scenes), "--name", dataset_name, "--setting", "one-label", "-q"]) == 0
+    )
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "hitts.app.cli",
+            "train",
+            dataset_name,
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--channels",
+            "16",
+            "--threads",
+            "1",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("checkpoint:") == 1  # only rank 0 reports
+    epochs = [json.loads(r)["epoch"] for r in (run / "log.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
