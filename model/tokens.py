@@ -296,6 +296,7 @@ class FineGrainedTokens(nn.Module):
         )
         self.refine = nn.Conv2d(Cp, Cp, 3, padding=1)  # Conv_i^{3x3}
         self.dim = dim
+        self.scale = dim**-0.5
 
     def fine_tokens(self, token: Tensor | None) -> Tensor:
         """φ_i (Eq. 3).
@@ -327,6 +328,9 @@ class FineGrainedTokens(nn.Module):
         B, C, h, w = feature.shape
         G = self.project(feature)  # G_i, (B, C_p, h, w)
         phi = self.fine_tokens(token).expand(B, -1, -1)  # φ_i, (B, C_p, C)
-        score = F.softplus(phi @ feature.reshape(B, C, h * w))  # φ_i × F'_i, (B, C_p, hw)
+        # φ_i × F'_i, scaled by 1/sqrt(C) like the attention logits: unscaled, the products of
+        # C-dimensional vectors reach magnitudes where Softplus is flat and a task's gate can die
+        # (every score ~0, constant logits) early in training, which we saw on edges
+        score = F.softplus(phi @ feature.reshape(B, C, h * w) * self.scale)  # (B, C_p, hw)
         score = score.reshape(B, -1, h, w)  # one map per token, (B, C_p, h, w)
         return self.refine(G * score), score  # Eq. 4
