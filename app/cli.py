@@ -173,6 +173,27 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.suggestions == bool(args.checkpoint):
+        raise ValueError("give either --checkpoint C (score a model) or --suggestions")
+    if args.suggestions:
+        from hitts.app.suggestion_eval import evaluate_suggestions
+
+        results = evaluate_suggestions(args.name)
+        if not results:
+            raise ValueError(
+                f"dataset {args.name!r} has no suggestion with hidden ground truth to score it "
+                "against (ingest with --setting to keep hidden truth, then run hitts suggest)"
+            )
+        if args.json:
+            print(json.dumps(results, indent=2))
+            return 0
+        for task, r in results.items():
+            print(
+                f"{task}: {r['samples']} samples, τ {r['tau']:.2f}, coverage {100 * r['coverage']:.1f}%"
+                f" of valid pixels; curve: {r['curve_png']}"
+            )
+            _print_metrics({"  inside M_p": r["metrics_in_mp"]})
+        return 0
     from hitts.app.training import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -186,26 +207,130 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from hitts.app.suggest import suggest
+    from hitts.exporters.onnx import load_predictor
+
+    predictor = load_predictor(Path(args.checkpoint), args.engine)
+    report = suggest(
+        args.name,
+        predictor,
+        Path(args.checkpoint),
+        batch_size=args.batch_size,
+        taus=dict(args.tau or []),
+        progress=not args.quiet,
+    )
+    if report.round < 0:
+        print(f"dataset {args.name!r}: nothing is missing for {report.tasks}; nothing written")
+        return 0
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"round {report.round}: {report.labels} suggestions on {report.samples} samples in "
+            f"{report.seconds:.1f} s ({report.engine}, {report.provider}); "
+            f"{report.already_done} samples were already done"
+        )
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from hitts.exporters.onnx import export_onnx
+
+    report = export_onnx(Path(args.checkpoint), Path(args.out))
+    sizes = ", ".join(f"{h}x{w}: {d:.1e}" for (h, w), d in report.max_abs_diff.items())
+    print(f"wrote {report.path}; onnx.checker passed; parity with PyTorch (max abs diff) {sizes}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hitts.app.export import export_dataset
+
+    manifest = export_dataset(
+        args.name,
+        Path(args.out),
+        args.format,
+        include_pseudo=bool(args.include),
+        split=args.split,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    counts: dict[str, int] = {}
+    for sample in manifest["samples"]:
+        for info in sample["labels"].values():
+            counts[info["source"]] = counts.get(info["source"], 0) + 1
+    print(
+        f"wrote {len(manifest['samples'])} samples to {args.out} ({args.format}); labels by "
+        f"source: {', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'}"
+    )
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from hitts.app.retrain import retrain
+
+    report = retrain(
+        args.name,
+        Path(args.out) if args.out else None,
+        epochs=args.epochs,
+        taus=dict(args.tau or []),
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(
+        f"retrained from round {report.teacher_round} with {report.reviewed} reviewed and "
+        f"{report.rejected} rejected labels; checkpoint {report.checkpoint}"
+    )
+    _print_metrics(report.metrics)
+    if report.new_round >= 0:
+        print(
+            f"round {report.new_round} suggestions written; review them with hitts review {args.name}"
+        )
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from hitts.app.viewer import serve_app
+
+    serve_app(args.name, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from hitts.app.ingest import ingest
     from hitts.app.store import hitts_home
+    from hitts.app.suggest import suggest
+    from hitts.app.training import train_on_dataset
     from hitts.model.data.scenes import SceneConfig, generate_scenes
+    from hitts.model.predictor import TorchPredictor
+    from hitts.model.train import TrainConfig
 
     h, w = args.size
-    scenes = Path(
-        args.workdir or hitts_home() / "demo" / f"scenes-{args.count}-{h}x{w}-s{args.seed}"
-    )
-    print(f"[1/2] generating {args.count} scenes in {scenes}")
-    generate_scenes(
-        scenes, args.count, SceneConfig(height=h, width=w), seed=args.seed, progress=True
-    )
-    print(f"[2/2] ingesting them into dataset {args.name!r} in the one-label setting")
-    report = ingest(scenes, args.name, "folder", setting="one-label", seed=args.seed, progress=True)
+    work = Path(args.workdir or hitts_home() / "demo")
+    scenes = work / f"scenes-{args.count}-{h}x{w}-s{args.seed}"
+    run = work / f"run-{args.name}"
+    print(f"[1/4] generating {args.count} scenes in {scenes}")
+    generate_scenes(scenes, args.count, SceneConfig(height=h, width=w), seed=args.seed)
+    print(f"[2/4] ingesting them into dataset {args.name!r} in the one-label setting")
+    report = ingest(scenes, args.name, "folder", setting="one-label", seed=args.seed)
     print(f"dataset {args.name!r}: added {report.added}, {report.already_there} already there")
+    print(f"[3/4] training HiTTs on the labels that exist ({args.epochs} epochs) into {run}")
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed)
+    metrics = train_on_dataset(
+        args.name, run, cfg, {"kind": "hitts"}, resume=(run / "last.pt").exists()
+    )
+    print("validation metrics of the model:")
+    _print_metrics(metrics)
+    print("[4/4] suggesting every missing label")
+    checkpoint = run / "last.pt"
+    done = suggest(args.name, TorchPredictor(checkpoint), checkpoint)
+    print(f"round {done.round}: {done.labels} suggestions written")
     cmd_status(argparse.Namespace(name=args.name, json=False))
+    return _demo_serve(args)
+
+
+def _demo_serve(args: argparse.Namespace) -> int:
     print(
-        "\nThis version stops here: training, suggestions and the review page are not part of it "
-        f"yet. The dataset is ready; look at it with `hitts status {args.name}`."
+        f"\nThe dataset is ready for review. Browse it with `hitts app {args.name}`; score the "
+        f"suggestions against the hidden labels with `hitts evaluate {args.name} --suggestions`."
     )
     return 0
 
@@ -351,13 +476,121 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
+    sg = sub.add_parser(
+        "suggest",
+        help="suggest labels for every task a sample lacks",
+        description="Run a trained model over the dataset and write, for every "
+        "missing task, the pseudo-label, its confidence, the confident mask M_p at τ, "
+        "the global-token (M_f) and fine-grained score maps. A rerun with the same "
+        "checkpoint finishes an interrupted round; a new checkpoint starts a new round.",
+    )
+    sg.add_argument("name", help="dataset name")
+    sg.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint from hitts train (--engine torch) or an .onnx file from "
+        "hitts export-model (--engine onnx)",
+    )
+    sg.add_argument(
+        "--engine",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="PyTorch (CUDA when present) or ONNX Runtime (default torch)",
+    )
+    sg.add_argument("--batch-size", type=_positive, default=8, help="images per batch (default 8)")
+    sg.add_argument(
+        "--tau",
+        type=_tau,
+        action="append",
+        help="confidence threshold TASK=VALUE for M_p (repeatable; default: the paper's)",
+    )
+    sg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sg.set_defaults(func=cmd_suggest)
+
+    x = sub.add_parser(
+        "export-model",
+        help="export a checkpoint to ONNX, checked against PyTorch",
+        description="Export with the torch dynamo exporter (dynamic batch, height "
+        "and width), run onnx.checker and a parity check against PyTorch at several "
+        "sizes; the export fails if outputs differ by more than 1e-4.",
+    )
+    x.add_argument("checkpoint", help="a checkpoint from hitts train")
+    x.add_argument("--out", required=True, help="the .onnx file to write")
+    x.set_defaults(func=cmd_export_model)
+
+    ex = sub.add_parser(
+        "export",
+        help="write the completed labels in a standard layout",
+        description="Write ground truth plus accepted and fixed suggestions (and "
+        "optionally the unreviewed confident pseudo-labels), each with its validity "
+        "mask, and a manifest saying where every label came from.",
+    )
+    ex.add_argument("name", help="dataset name")
+    ex.add_argument(
+        "--format",
+        required=True,
+        choices=["folder", "fiftyone-segmentation", "nyuv2-mtan"],
+        help="folder (reads back with hitts ingest), fiftyone-segmentation "
+        "(ImageSegmentationDirectory), nyuv2-mtan (.npy benchmark layout)",
+    )
+    ex.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    ex.add_argument(
+        "--include",
+        choices=["confident-suggestions"],
+        help="also export unreviewed suggestions, restricted to their confident mask",
+    )
+    ex.add_argument("--split", help="export one split only")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export whole")
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ex.set_defaults(func=cmd_export)
+
+    rt = sub.add_parser(
+        "retrain",
+        help="train a new round on reviewed labels and suggestions",
+        description="Stage 2 from scratch: L_s on ground truth plus accepted and "
+        "fixed labels, L_p on the remaining suggestions inside M_p, L_f on the "
+        "latest model's features weighted by M_f; rejected suggestions are excluded. "
+        "Then suggest again as a new round. A rerun resumes an interrupted run.",
+    )
+    rt.add_argument("name", help="dataset name")
+    rt.add_argument("--out", help="run folder (default $HITTS_HOME/datasets/NAME/runs/round-N)")
+    rt.add_argument(
+        "--epochs", type=_positive, help="epochs (default: as the latest round's model)"
+    )
+    rt.add_argument(
+        "--tau",
+        type=_tau,
+        action="append",
+        help="pseudo-label threshold TASK=VALUE (default: the τ the suggestions used)",
+    )
+    rt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    rt.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    rt.set_defaults(func=cmd_retrain)
+
+    a = sub.add_parser(
+        "app",
+        help="open the FiftyOne App on the dataset",
+        description="Serve the FiftyOne App with the dataset: suggestions, confidence "
+        "and score maps as overlays. Stops with Ctrl-C.",
+    )
+    a.add_argument("name", help="dataset name")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    a.add_argument("--port", type=int, default=5151, help="port (default 5151)")
+    a.set_defaults(func=cmd_app)
+
     e = sub.add_parser(
         "evaluate",
-        help="score a checkpoint on a split's ground truth",
+        help="score a checkpoint, or the stored suggestions",
         description="mIoU/pAcc, depth errors, normal angles, edge odsF (Sec. 4.1).",
     )
     e.add_argument("name", help="dataset name")
-    e.add_argument("--checkpoint", required=True, help="a checkpoint written by hitts train")
+    e.add_argument("--checkpoint", help="a checkpoint written by hitts train, scored on --split")
+    e.add_argument(
+        "--suggestions",
+        action="store_true",
+        help="score the stored suggestions against the hidden ground truth instead: "
+        "metrics inside M_p, coverage, and a coverage-vs-error curve PNG per task",
+    )
     e.add_argument("--split", default="val", help="split to score (default val)")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=cmd_evaluate)
@@ -365,13 +598,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo",
         help="the whole job on generated scenes",
-        description="Generate scenes and ingest them in the one-label setting.",
+        description="Generate scenes, ingest them in the one-label setting and train HiTTs on "
+        "them. Rerunning continues where it stopped.",
     )
     d.add_argument("--name", default="hitts-demo", help="dataset name (default hitts-demo)")
     d.add_argument("--count", type=_positive, default=300, help="number of scenes (default 300)")
     d.add_argument("--size", type=_size, default=(96, 128), help="HxW (default 96x128)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    d.add_argument("--workdir", help="where the scenes go (default under $HITTS_HOME/demo)")
+    d.add_argument("--epochs", type=_positive, default=10, help="training epochs (default 10)")
+    d.add_argument("--workdir", help="where scenes and the run go (default $HITTS_HOME/demo)")
     d.set_defaults(func=cmd_demo)
     return p
 

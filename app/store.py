@@ -7,6 +7,9 @@ Per sample (DESIGN.md, "Data model"):
 - ``gt_<task>``: ground truth that came in and is visible to training; ``hidden_<task>``: ground
   truth a partial-label setting hid, kept to score suggestions later.
 - ``<task>_status``: ``labeled`` | ``missing`` | ``suggested`` | ``accepted`` | ``fixed`` | ``rejected``.
+- Suggestions (for tasks a sample lacks): ``pred_<task>``, ``conf_<task>``, ``mp_<task>``,
+  ``mf_<task>``, ``fine_<task>``; ``<task>_confidence`` (mean confidence), ``<task>_coverage``
+  (share of pixels in M_p), ``<task>_tau``, ``<task>_round`` and ``<task>_checkpoint``.
 
 Label arrays live as PNG files under ``$HITTS_HOME/datasets/<name>/<field>/`` (``HITTS_HOME``
 defaults to ``~/.hitts``), written atomically, in the encodings of
@@ -58,6 +61,31 @@ def hidden_field(task: str) -> str:
 
 def status_field(task: str) -> str:
     return f"{task}_status"
+
+
+def pred_field(task: str) -> str:
+    """The latest suggestion (pseudo-label)."""
+    return f"pred_{task}"
+
+
+def conf_field(task: str) -> str:
+    """Per-pixel confidence of the suggestion (max softmax), a heatmap in [0, 255]."""
+    return f"conf_{task}"
+
+
+def mp_field(task: str) -> str:
+    """The confident mask M_p (Eq. 7): 1 where the confidence exceeds τ."""
+    return f"mp_{task}"
+
+
+def mf_field(task: str) -> str:
+    """The global-token score map M_f (Sec. 3.3), a heatmap in [0, 255]."""
+    return f"mf_{task}"
+
+
+def fine_field(task: str) -> str:
+    """The fine-grained token score map (Eq. 4), a heatmap scaled to [0, 255] per image."""
+    return f"fine_{task}"
 
 
 def hitts_home() -> Path:
@@ -243,22 +271,36 @@ def status_report(name: str) -> StatusReport:
     return StatusReport(name, len(ds), splits, tasks, info.setting, info.source_format)
 
 
-def labelled_images(view: fo.DatasetView | fo.Dataset, tasks: Iterable[str]) -> list[LabelledImage]:
-    """Image and visible ground-truth paths of every sample in ``view``, for training."""
+def labelled_images(
+    view: fo.DatasetView | fo.Dataset, tasks: Iterable[str], *, reviewed: bool = False
+) -> list[LabelledImage]:
+    """Image and label paths of every sample in ``view``, for training.
+
+    Args:
+        reviewed: Also count an annotator's accepted or fixed label (``final_<task>``) as a label
+            where the sample has no ground truth for the task.
+    """
     tasks = list(tasks)
-    values = view.values(["key", "filepath"] + [_path_expr(view, t) for t in tasks])
-    keys, filepaths, *per_task = values
+    keys, filepaths = view.values(["key", "filepath"])
+    gt_paths = [_paths(view, gt_field(t)) for t in tasks]
+    final_paths = [_paths(view, f"final_{t}") if reviewed else None for t in tasks]
+    statuses = [view.values(status_field(t)) if reviewed else None for t in tasks]
     out = []
-    for i, (key, fp) in enumerate(zip(keys, filepaths, strict=False)):
-        labels = {t: Path(per_task[j][i]) for j, t in enumerate(tasks) if per_task[j][i]}
+    for i, (key, fp) in enumerate(zip(keys, filepaths, strict=True)):
+        labels = {}
+        for j, t in enumerate(tasks):
+            if gt_paths[j] and gt_paths[j][i]:
+                labels[t] = Path(gt_paths[j][i])
+            elif final_paths[j] and final_paths[j][i] and statuses[j][i] in (ACCEPTED, FIXED):
+                labels[t] = Path(final_paths[j][i])
         out.append(LabelledImage(key=key, image=Path(fp), labels=labels))
     return out
 
 
-def _path_expr(view, task: str) -> str:
-    field = gt_field(task)
+def _paths(view, field: str) -> list[str | None] | None:
+    """The file path of label ``field`` of every sample (None where absent); None if no such field."""
     schema = view.get_field_schema()
     if field not in schema:
-        return f"{field}.mask_path"  # values() yields None for every sample
+        return None
     doc_type = getattr(schema[field], "document_type", None)
-    return f"{field}.map_path" if doc_type is fo.Heatmap else f"{field}.mask_path"
+    return view.values(f"{field}.map_path" if doc_type is fo.Heatmap else f"{field}.mask_path")

@@ -40,15 +40,24 @@ def image_size(view: fo.DatasetView | fo.Dataset) -> tuple[int, int]:
 
 
 def split_set(
-    name: str, split: str, size: tuple[int, int] | None, *, progress: bool = True
+    name: str,
+    split: str,
+    size: tuple[int, int] | None,
+    *,
+    progress: bool = True,
+    reviewed: bool = False,
 ) -> TensorSet | None:
-    """The split's images with their visible ground truth in memory; None if the split is empty."""
+    """The split's images with their visible ground truth in memory; None if the split is empty.
+
+    Args:
+        reviewed: Count accepted and fixed suggestions as labels too.
+    """
     ds = store.load_dataset(name)
     info = store.dataset_info(ds)
     view = ds.match(F("split") == split).sort_by("key")
     if len(view) == 0:
         return None
-    records = store.labelled_images(view, [t.name for t in info.tasks])
+    records = store.labelled_images(view, [t.name for t in info.tasks], reviewed=reviewed)
     data = MultiTaskDataset(
         records, info.tasks, size=size or image_size(view), depth_unit=info.depth_unit
     )

@@ -146,8 +146,6 @@ def run_job(args: tuple[Job, int, dict]) -> tuple[str, int, dict]:
         metrics = train_stage2(
             teacher, cfg, model_cfg, train_set, val_set, run_dir, resume=True, progress=False
         )
-    if not metrics:  # resumed a run whose last epoch was already done
-        metrics = torch.load(run_dir / "last.pt", weights_only=True)["metrics"]
     payload = {"metrics": metrics, "seconds": round(time.perf_counter() - t0, 1)}
     result.write_text(json.dumps(payload))
     return job.name, seed, payload

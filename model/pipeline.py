@@ -81,12 +81,24 @@ def train_stage2(
     resume: bool = False,
     progress: bool = True,
     extra: dict | None = None,
+    exclude: dict[str, set[str]] | None = None,
 ) -> dict:
-    """A fresh model on L_s + L_p + L_f with the teacher's discovery (the teacher's bins too)."""
+    """A fresh model on L_s + L_p + L_f with the teacher's discovery (the teacher's bins too).
+
+    Args:
+        exclude: Image key -> tasks whose pseudo-label must not be used (e.g. rejected by an
+            annotator): their confidence is set to 0, so ``M_p`` is empty there.
+    """
     out.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(teacher)
     quantizers = {n: Quantizer.from_dict(d) for n, d in state["quantizers"].items()}
     found = discovery_for(teacher, train_set, out / "discovery.pt", progress=progress)
+    if exclude:
+        index = {k: i for i, k in enumerate(train_set.keys)}
+        for key, tasks in exclude.items():
+            for t in tasks:
+                if key in index and t in found["tasks"]:
+                    found["tasks"][t]["confidence"][index[key]] = 0
     cfg = replace(cfg, stage=2)
     return train(
         cfg,

@@ -178,13 +178,13 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = max(1, math.ceil(cfg.epochs / (cfg.lr_decays + 1)))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=cfg.gamma)
-    start = 0
+    start, metrics = 0, {}
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        start = state["epoch"] + 1
+        start, metrics = state["epoch"] + 1, state.get("metrics", {})
         log.info("resuming %s at epoch %d", out, start + 1)
         if rank == 0 and log_path.exists():  # drop lines of epochs after the checkpoint
             rows = [
@@ -208,7 +208,6 @@ def train(
         and discovery["meta"].get("kind") == HITTS
         and discovery["meta"].get("use_global", True)
     )
-    metrics: dict = {}
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         losses = _run_epoch(

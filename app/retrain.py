@@ -1,0 +1,126 @@
+"""``hitts retrain``: the paper's stage 2 with people in the loop (Sec. 4.1, "Training Pipeline").
+
+A fresh model is trained from scratch on
+
+- ``L_s`` (Eq. 5): ground truth plus the labels annotators accepted or fixed (now labelled; an
+  accept of the confident region only leaves the rest invalid);
+- ``L_p`` (Eq. 7): the latest round's pseudo-labels inside ``M_p`` where a task is still
+  unreviewed; rejected suggestions are excluded;
+- ``L_f`` (Eq. 6): the latest round's model's task features, weighted by ``M_f`` where unlabelled.
+
+The pseudo-labels and features are discovered again from the latest round's checkpoint on the clean
+training images (the same model and images the stored suggestions came from). The new model is then
+a new round: it suggests again for everything still missing, so the review page shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from fiftyone import ViewField as F
+
+from hitts.app import store
+from hitts.app.suggest import suggest
+from hitts.app.training import split_set
+from hitts.model.network import ModelConfig
+from hitts.model.pipeline import train_stage2
+from hitts.model.predictor import TorchPredictor
+from hitts.model.recipe import thresholds_for
+from hitts.model.train import TrainConfig, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetrainReport:
+    checkpoint: Path
+    teacher_round: int
+    new_round: int
+    reviewed: int
+    rejected: int
+    metrics: dict
+
+
+def retrain(
+    name: str,
+    out: Path | None = None,
+    *,
+    epochs: int | None = None,
+    taus: dict[str, float] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> RetrainReport:
+    """Stage 2 on the dataset's reviewed and suggested labels, then suggest with the new model.
+
+    Rerunning after an interruption resumes the training run in ``out`` (default:
+    ``$HITTS_HOME/datasets/NAME/runs/round-<N+1>``).
+    """
+    ds = store.load_dataset(name)
+    info = store.dataset_info(ds)
+    rounds = ds.info[store.INFO_KEY].get("rounds", [])
+    if not rounds:
+        raise ValueError(f"dataset {name!r} has no suggestions yet: train, then run hitts suggest")
+    last = rounds[-1]
+    teacher = Path(last["checkpoint"])
+    if not teacher.is_file():
+        raise ValueError(
+            f"{teacher}: the checkpoint of round {last['round']} is gone; cannot retrain from it"
+        )
+    state = load_checkpoint(teacher)
+    train_view = ds.match(F("split") == "train")
+    reviewed = rejected = 0
+    exclude: dict[str, set[str]] = {}
+    for t in info.tasks:
+        counts = train_view.count_values(store.status_field(t.name))
+        reviewed += counts.get(store.ACCEPTED, 0) + counts.get(store.FIXED, 0)
+        rejected += counts.get(store.REJECTED, 0)
+        for key in train_view.match(F(store.status_field(t.name)) == store.REJECTED).values("key"):
+            exclude.setdefault(key, set()).add(t.name)
+    if reviewed + rejected == 0:
+        log.warning(
+            "nothing in %r is reviewed yet: retraining on ground truth and the round-%d suggestions only",
+            name,
+            last["round"],
+        )
+    size = tuple(state["size"])
+    train_set = split_set(name, "train", size, progress=progress, reviewed=True)
+    if train_set is None:
+        raise ValueError(f"dataset {name!r} has no train split")
+    val_set = split_set(name, "val", size, progress=progress)
+    tau = thresholds_for(info.tasks, info.setting)
+    for t in info.tasks:  # the τ the suggestions were made with, then the user's
+        used = (
+            train_view.distinct(f"{t.name}_tau") if f"{t.name}_tau" in ds.get_field_schema() else []
+        )
+        if used:
+            tau[t.name] = float(used[-1])
+    tau.update(taus or {})
+    old = state["train_config"]
+    cfg = TrainConfig(
+        stage=2,
+        epochs=epochs or old["epochs"],
+        batch_size=old["batch_size"],
+        lr=old["lr"],
+        seed=seed,
+        thresholds=tau,
+    )
+    model_cfg = ModelConfig.from_dict(state["model_config"])
+    new_round = int(last["round"]) + 1
+    out = Path(out or store.files_dir(name) / "runs" / f"round-{new_round}")
+    metrics = train_stage2(
+        teacher,
+        cfg,
+        model_cfg,
+        train_set,
+        val_set,
+        out,
+        resume=True,
+        progress=progress,
+        extra={"dataset": name, "round": new_round, "teacher_round": last["round"]},
+        exclude=exclude,
+    )
+    checkpoint = out / "last.pt"
+    done = suggest(name, TorchPredictor(checkpoint), checkpoint, progress=progress)
+    return RetrainReport(checkpoint, int(last["round"]), done.round, reviewed, rejected, metrics)
