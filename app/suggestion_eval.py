@@ -160,3 +160,38 @@ def _plot(task: str, kind: str, curve, tau_used: float, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
+
+
+def evaluate_on_hidden(name: str, predictor, *, batch_size: int = 16) -> dict[str, dict]:
+    """Task -> metrics of ``predictor`` against the hidden ground truth, over every valid pixel of
+    the samples whose label for that task a setting hid: how well a model round fills in."""
+    from fiftyone import ViewField as F
+
+    from hitts.model.data.label_io import read_image
+
+    ds = store.load_dataset(name)
+    info = store.dataset_info(ds)
+    schema = ds.get_field_schema()
+    results = {}
+    for task in predictor.tasks:
+        field = store.hidden_field(task.name)
+        if field not in schema:
+            continue
+        view = ds.match(F(field) != None).sort_by("key")  # noqa: E711  (a MongoDB null test)
+        if len(view) == 0:
+            continue
+        meter = make_meter(task)
+        paths = view.values("filepath")
+        labels = view.values(field)
+        for start in range(0, len(paths), batch_size):
+            images = [read_image(p) for p in paths[start : start + batch_size]]
+            outs = predictor.predict(images)
+            for out, label in zip(outs, labels[start : start + batch_size], strict=True):
+                truth = read_label(task, _path(label), depth_unit=info.depth_unit)
+                pred = out[task.name]["label"]
+                if task.kind == EDGE:  # the meter sweeps thresholds over P(edge), from 2 classes
+                    conf = out[task.name]["confidence"]
+                    pred = np.where(pred == 1, conf, 1.0 - conf).astype(np.float32)
+                _update(meter, task.kind, pred, truth, valid_mask(task.kind, truth))
+        results[task.name] = {"samples": len(view), **meter.compute()}
+    return results

@@ -86,6 +86,9 @@ class Predictor(ABC):
         """
         if not images:
             return []
+        for im in images:
+            if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
+                raise ValueError(f"images must be (H, W, 3) uint8 RGB, got {im.dtype} {im.shape}")
         x = torch.stack([_to_input(im, self.size) for im in images]).numpy()
         flat = self._run(x)
         results = []
@@ -122,7 +125,7 @@ class TorchPredictor(Predictor):
         self.tasks = tuple(by_name[t] for t in self.head.tasks)
         self.all_tasks = tasks
         self.size = tuple(state["size"])
-        self.state = state
+        self.metadata = {k: state[k] for k in ("model_config", "epoch", "extra") if k in state}
 
     @torch.no_grad()
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
