@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
-extras="db"
-[ "${1:-}" = "--dev" ] && extras="db,dev"
+extras="db,onnx"
+[ "${1:-}" = "--dev" ] && extras="db,onnx,dev"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[$extras]"

@@ -328,11 +328,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_serve(args: argparse.Namespace) -> int:
+    from hitts.app.review_page import serve_review
+
     print(
-        f"\nThe dataset is ready for review. Browse it with `hitts app {args.name}`; score the "
-        f"suggestions against the hidden labels with `hitts evaluate {args.name} --suggestions`."
+        f"\nScore the suggestions against the hidden labels: hitts evaluate {args.name} --suggestions"
     )
+    if args.no_serve:
+        print(f"Review them with: hitts review {args.name}")
+        return 0
+    session = None
+    if args.app_port:
+        from hitts.app.viewer import serve_app
+
+        session = serve_app(args.name, host="127.0.0.1", port=args.app_port, wait=False)
+    try:
+        serve_review(args.name, host="127.0.0.1", port=args.port)  # prints its URL, blocks
+    finally:
+        if session is not None:
+            session.close()
     return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from hitts.app.review_page import cmd_review as serve
+
+    return serve(args)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,11 +615,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=cmd_evaluate)
 
+    r = sub.add_parser(
+        "review",
+        help="open the review page: accept, reject or fix suggestions",
+        description="Serve a page where annotators walk the suggestions (by task, status and "
+        "confidence), compare them with the image, confidence and token score maps, and accept, "
+        "accept the confident region, reject or fix each one. Every decision is written to the "
+        "FiftyOne dataset at once; two annotators get different samples, and a decision made "
+        "on an out-of-date view is refused. Stops with Ctrl-C.",
+    )
+    r.add_argument("name", help="dataset name")
+    r.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    r.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    r.add_argument(
+        "--auth",
+        action="append",
+        metavar="USER:PASS",
+        help="require a login; repeat for several annotators (the login name goes on decisions)",
+    )
+    r.add_argument(
+        "--auth-file",
+        metavar="F",
+        help="a file of USER:PASS lines (# starts a comment), with or instead of --auth",
+    )
+    r.set_defaults(func=cmd_review)
+
     d = sub.add_parser(
         "demo",
         help="the whole job on generated scenes",
-        description="Generate scenes, ingest them in the one-label setting and train HiTTs on "
-        "them. Rerunning continues where it stopped.",
+        description="Generate scenes, ingest them in the one-label setting, train HiTTs on them, "
+        "suggest every missing label, and serve the review page (and the FiftyOne App) on "
+        "127.0.0.1. Rerunning continues where it stopped.",
     )
     d.add_argument("--name", default="hitts-demo", help="dataset name (default hitts-demo)")
     d.add_argument("--count", type=_positive, default=300, help="number of scenes (default 300)")
@@ -607,6 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.add_argument("--epochs", type=_positive, default=10, help="training epochs (default 10)")
     d.add_argument("--workdir", help="where scenes and the run go (default $HITTS_HOME/demo)")
+    d.add_argument("--port", type=int, default=7860, help="review page port (default 7860)")
+    d.add_argument(
+        "--app-port", type=int, default=5151, help="FiftyOne App port (default 5151; 0: no App)"
+    )
+    d.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="stop after suggesting instead of serving the review page",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -199,6 +199,7 @@ def _write_suggestions(
     checkpoint: Path,
 ) -> int:
     """Write the files of one sample's suggestions, then save its fields in one update."""
+    sample.reload()  # a review decision made while the batch was predicted must be seen
     written, replaced = 0, []
     for task_name, out in result.items():
         status = _get(sample, store.status_field(task_name))

@@ -107,6 +107,13 @@ ROWS = [
     "Full labels (MTL)",
 ]
 
+CLAIMS = [
+    ("HiTTs w/ L_p + L_f", "HiTTs"),
+    ("HiTTs", "MTL baseline"),
+    ("HiTTs w/ L_p + L_f", "MTL w/ L_p*"),
+    ("HiTTs w/ L_p + L_f", "MTL baseline"),
+]
+
 _SETS: dict = {}  # filled before the worker pool forks: the splits are shared, not copied
 
 
@@ -208,6 +215,24 @@ def write_table(results: dict, seeds: list[int], opts: dict, path: Path) -> str:
         lines.append(
             f"| {row} | " + " | ".join(cells) + f" | {_fmt(list(d.values()))} | {_fmt(gap, 0)} |"
         )
+    lines += [
+        "",
+        "The paper's claims, as paired ΔMTL differences per seed (a claim holds when the mean "
+        "difference exceeds its standard deviation):",
+        "",
+    ]
+    for a, b in CLAIMS:
+        diffs = [
+            deltas[a][s] - deltas[b][s]
+            for s in seeds
+            if s in deltas.get(a, {}) and s in deltas.get(b, {})
+        ]
+        if diffs:
+            holds = len(diffs) > 1 and statistics.mean(diffs) > statistics.stdev(diffs)
+            lines.append(
+                f"- {a} − {b}: {', '.join(f'{x:+.2f}' for x in diffs)} → {_fmt(diffs)}"
+                f"{' (holds)' if holds else ''}"
+            )
     lines += ["", "Per-class IoU (semseg, mean over seeds):", ""]
     for row in ROWS:
         per = [m["semseg"]["IoU"] for s in seeds if (m := _row_metrics(results, row, s))]

@@ -115,7 +115,9 @@ def export_onnx(
     dynamic batch, height and width and translated by the dynamo ONNX exporter. The networks need
     no divisibility (H, W >= :data:`MIN_SIDE`). A model whose size ``torch.export`` cannot make
     symbolic (the SegNet backbone, in torch 2.13) is exported at its fixed training size with a
-    dynamic batch, with a warning; parity is then checked at that size only.
+    dynamic batch, with a warning; parity is then checked at that size only. The decoding's
+    channel-axis Softmax and Einsum nodes are rewritten into forms ONNX Runtime runs faster (see
+    :func:`_rewrite_for_onnxruntime`); the parity check runs on the rewritten graph.
 
     Parity: for each size and batch 1 and 3, random images go through PyTorch and through ONNX
     Runtime (CPU). Every float output must agree within ``tolerance`` (max absolute difference).

@@ -114,7 +114,8 @@ def test_provenance_of_reviewed_and_pseudo_labels(tmp_path, dataset_name):
 def test_nyuv2_mtan_and_segmentation_directory(tmp_path, dataset_name):
     make_folder(tmp_path / "src", n=4, val=1, tasks=("semseg", "depth", "normal"))
     ingest(tmp_path / "src", dataset_name, progress=False)
-    assert main(["export", dataset_name, "--format", "nyuv2-mtan", "--out", str(tmp_path / "mtan"), "-q"]) == 0
+    out = str(tmp_path / "mtan")
+    assert main(["export", dataset_name, "--format", "nyuv2-mtan", "--out", out, "-q"]) == 0
     reader = NYUv2MtanReader(tmp_path / "mtan")
     original = _arrays(dataset_name)
     manifest = json.loads((tmp_path / "mtan" / "manifest.json").read_text())

@@ -167,7 +167,8 @@ def test_fine_tokens_eq4_shapes():
     assert G.shape == (B, Cp, h, w)
     logits, score = fine(feature, token)
     assert score.shape == (B, Cp, h, w) and logits.shape == (B, Cp, h, w)
-    expected = torch.nn.functional.softplus(torch.einsum("bkc,bchw->bkhw", phi, feature))
+    # scaled by 1/sqrt(C) like the attention logits (see FineGrainedTokens.forward)
+    expected = torch.nn.functional.softplus(torch.einsum("bkc,bchw->bkhw", phi, feature) / C**0.5)
     assert torch.allclose(score, expected, atol=1e-5)
     assert torch.allclose(logits, fine.refine(G * expected), atol=1e-5)
 

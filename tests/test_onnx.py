@@ -9,8 +9,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -29,6 +27,10 @@ from hitts.model.pipeline import splits_from_source
 from hitts.model.predictor import SuggestionHead, TorchPredictor
 from hitts.model.recipe import fit_quantizers
 from hitts.model.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")  # torch.onnx.export(dynamo=True) needs it
 
 H, W = 32, 48
 PARITY_SIZES = ((H, W), (H + 16, W + 32), (2 * H, 2 * W), (37, 53))

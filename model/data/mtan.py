@@ -140,9 +140,7 @@ class MtanReader(Reader):
                 continue
             image_dir = split_dir / IMAGE_FOLDER
             if not image_dir.is_dir():
-                raise BadInput(
-                    image_dir, f"folder not found; expected {self.expected_layout()}"
-                )
+                raise BadInput(image_dir, f"folder not found; expected {self.expected_layout()}")
             names = _names(image_dir)
             indices = sorted(int(m.group(1)) for n in names if (m := _INDEX_FILE.match(n)))
             if len(indices) < len(names):

@@ -183,11 +183,14 @@ class Room:
                 ts.append(np.where(t > 0, t, np.inf))  # -inf/NaN from a zero component: never hit
         axis = np.argmin(np.stack(ts), axis=0)
         t = np.minimum(np.minimum(ts[0], ts[1]), ts[2])
-        face = np.choose(axis, (
-            np.where(d[0] > 0, 3, 2),  # right / left wall
-            np.where(d[1] > 0, 1, 0),  # ceiling / floor
-            np.where(d[2] > 0, 5, 4),  # back / front wall
-        ))
+        face = np.choose(
+            axis,
+            (
+                np.where(d[0] > 0, 3, 2),  # right / left wall
+                np.where(d[1] > 0, 1, 0),  # ceiling / floor
+                np.where(d[2] > 0, 5, 4),  # back / front wall
+            ),
+        )
         return t, face
 
 
@@ -293,8 +296,11 @@ class Box:
     def intersect(self, o: Vec, d: Vec) -> np.ndarray:
         ox, oz = self._local(o[0] - self.x, o[2] - self.z)
         dx, dz = self._local(d[0], d[2])
-        slabs = ((ox, dx, -self.half_x, self.half_x), (o[1], d[1], 0.0, self.height),
-                 (oz, dz, -self.half_z, self.half_z))
+        slabs = (
+            (ox, dx, -self.half_x, self.half_x),
+            (o[1], d[1], 0.0, self.height),
+            (oz, dz, -self.half_z, self.half_z),
+        )
         near, far = -np.inf, np.inf
         with np.errstate(divide="ignore", invalid="ignore"):
             for oi, di, lo, hi in slabs:

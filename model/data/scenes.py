@@ -108,9 +108,18 @@ class SceneConfig:
             raise ValueError(f"scene size must be at least 8x8, got {self.height}x{self.width}")
         if not 10.0 <= self.hfov_deg <= 150.0:
             raise ValueError(f"hfov_deg must be in [10, 150], got {self.hfov_deg}")
-        for name in ("room_width", "room_length", "room_height", "camera_height",
-                     "camera_pitch_deg", "camera_yaw_deg", "objects", "object_distance",
-                     "light_power", "ambient"):
+        for name in (
+            "room_width",
+            "room_length",
+            "room_height",
+            "camera_height",
+            "camera_pitch_deg",
+            "camera_yaw_deg",
+            "objects",
+            "object_distance",
+            "light_power",
+            "ambient",
+        ):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: expected (lo, hi) with lo <= hi, got ({lo}, {hi})")
@@ -155,8 +164,12 @@ class Scene:
 
     def labels(self) -> dict[str, np.ndarray]:
         """Task name (as in :func:`hitts.model.tasks.scene_tasks`) -> label."""
-        return {"semseg": self.semseg, "depth": self.depth, "normal": self.normal,
-                "edge": self.edge}
+        return {
+            "semseg": self.semseg,
+            "depth": self.depth,
+            "normal": self.normal,
+            "edge": self.edge,
+        }
 
 
 @dataclass(frozen=True)
@@ -184,8 +197,11 @@ def _colour(
 
 
 def _room(rng: np.random.Generator, cfg: SceneConfig) -> sr.Room:
-    w, length, h = (rng.uniform(*cfg.room_width), rng.uniform(*cfg.room_length),
-                    rng.uniform(*cfg.room_height))
+    w, length, h = (
+        rng.uniform(*cfg.room_width),
+        rng.uniform(*cfg.room_length),
+        rng.uniform(*cfg.room_height),
+    )
     floor = sr.Look(_colour(rng, sr.FLOOR), rng.uniform(0.15, 0.4), rng.uniform(0.3, 0.8))
     wall = sr.Look(_colour(rng, sr.WALL), rng.uniform(0.03, 0.12), rng.uniform(0.08, 0.3))
     ceiling = sr.Look(_colour(rng, sr.CEILING), 0.0, 1.0)
@@ -215,12 +231,24 @@ def _shape(rng: np.random.Generator, cfg: SceneConfig) -> sr.Shape:
         return sr.Cylinder(0.0, 0.0, rng.uniform(0.12, 0.4), rng.uniform(0.3, 1.4), look)
     look = sr.Look(colour, contrast, rng.uniform(0.06, 0.16))
     half_x, half_z = rng.uniform(0.15, 0.6, size=2)
-    return sr.Box(0.0, 0.0, float(half_x), float(half_z), rng.uniform(0.25, 1.2),
-                  rng.uniform(0, math.pi / 2), look)
+    return sr.Box(
+        0.0,
+        0.0,
+        float(half_x),
+        float(half_z),
+        rng.uniform(0.25, 1.2),
+        rng.uniform(0, math.pi / 2),
+        look,
+    )
 
 
-def _objects(rng: np.random.Generator, cfg: SceneConfig, room: sr.Room,
-             cam_xz: tuple[float, float], yaw: float) -> tuple[sr.Shape, ...]:
+def _objects(
+    rng: np.random.Generator,
+    cfg: SceneConfig,
+    room: sr.Room,
+    cam_xz: tuple[float, float],
+    yaw: float,
+) -> tuple[sr.Shape, ...]:
     """Objects on the floor in view, clear of each other, of the walls and of the camera."""
     half_fov = math.radians(cfg.hfov_deg) / 2
     placed: list[sr.Shape] = []
@@ -252,8 +280,11 @@ def sample_layout(rng: np.random.Generator, cfg: SceneConfig) -> Layout:
     camera = sr.Camera.look((cam_x, cam_y, cam_z), yaw, pitch, **cfg.intrinsics())
     objects = _objects(rng, cfg, room, (cam_x, cam_z), yaw)
     light = sr.Light(
-        position=(rng.uniform(-0.35, 0.35) * room.width, room.height - rng.uniform(0.3, 0.6),
-                  rng.uniform(0.25, 0.75) * room.length),
+        position=(
+            rng.uniform(-0.35, 0.35) * room.width,
+            room.height - rng.uniform(0.3, 0.6),
+            rng.uniform(0.25, 0.75) * room.length,
+        ),
         power=rng.uniform(*cfg.light_power),
         ambient=rng.uniform(*cfg.ambient),
         falloff=cfg.light_falloff,
@@ -301,8 +332,9 @@ def render_layout(layout: Layout, cfg: SceneConfig, rng: np.random.Generator) ->
     # labels
     class_of = np.array([s.class_id for s in surfaces], dtype=np.int64)
     semseg = class_of[owner].reshape(h, w)
-    key_of = np.concatenate([class_of[: len(room.faces)],
-                             _OBJECT_KEY + np.arange(len(objects), dtype=np.int64)])
+    key_of = np.concatenate(
+        [class_of[: len(room.faces)], _OBJECT_KEY + np.arange(len(objects), dtype=np.int64)]
+    )
     edge = sr.neighbour_change(key_of[owner].reshape(h, w)).astype(np.int64)
     normal = np.stack(cam.to_camera(n), axis=-1).reshape(h, w, 3).astype(np.float32)
 
@@ -389,11 +421,15 @@ def _check_existing(out: Path, meta: dict) -> None:
         raise ValueError(f"{out}: meta.json is not readable JSON ({e})") from None
     if not isinstance(old, dict):
         raise ValueError(f"{out}: meta.json is not a JSON object")
-    problems = [f"{k} {old.get(k)!r} there, {meta[k]!r} now"
-                for k in ("generator", "version", "seed", "size") if old.get(k) != meta[k]]
+    problems = [
+        f"{k} {old.get(k)!r} there, {meta[k]!r} now"
+        for k in ("generator", "version", "seed", "size")
+        if old.get(k) != meta[k]
+    ]
     old_cfg = old.get("config") if isinstance(old.get("config"), dict) else {}
-    fields = [k for k, v in meta["config"].items()
-              if k not in ("height", "width") and old_cfg.get(k) != v]
+    fields = [
+        k for k, v in meta["config"].items() if k not in ("height", "width") and old_cfg.get(k) != v
+    ]
     if fields:
         problems.append("scene settings " + ", ".join(fields))
     if problems:
@@ -472,6 +508,13 @@ def generate_scenes(
     for split, part in (("train", stems[:n_train]), ("val", stems[n_train:])):
         text = "".join(s + "\n" for s in part)
         atomic_write_bytes(out / "splits" / f"{split}.txt", text.encode())
-    log.info("%s: %d scenes (%d rendered, %d already there), %d train / %d val",
-             out, count, count - skipped, skipped, n_train, count - n_train)
+    log.info(
+        "%s: %d scenes (%d rendered, %d already there), %d train / %d val",
+        out,
+        count,
+        count - skipped,
+        skipped,
+        n_train,
+        count - n_train,
+    )
     return out

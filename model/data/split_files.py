@@ -53,11 +53,23 @@ _NUMPY_GLOBALS = {
     ("numpy", "dtype"): np.dtype,
 }
 _TORCH_LOAD_ERRORS = (
-    pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    AttributeError,
 )
 _UNPICKLE_ERRORS = (
-    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-    UnicodeDecodeError, OverflowError,
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+    OverflowError,
 )
 
 
@@ -141,8 +153,9 @@ def _from_matrix(
     missing = [f"train/{i}" for i in range(rows) if f"train/{i}" not in keys]
     if missing:
         raise BadInput(
-            path, f"row i is the item train/{{i}}, but {len(missing)} of them are not among the "
-            f"source's train items, e.g. {missing[:5]}"
+            path,
+            f"row i is the item train/{{i}}, but {len(missing)} of them are not among the "
+            f"source's train items, e.g. {missing[:5]}",
         )
     return {
         f"train/{i}": tuple(t for t, keep in zip(tasks, matrix[i], strict=True) if keep == 1)
@@ -173,15 +186,14 @@ def _from_id_lists(
             raise BadInput(path, f"{name!r}: expected a list of image ids (strings)")
         kept[task] = {f"train/{i}" for i in ids}
     if set(kept) != set(tasks):
-        raise BadInput(
-            path, f"has tasks {sorted(kept)} but the source has {sorted(tasks)}"
-        )
+        raise BadInput(path, f"has tasks {sorted(kept)} but the source has {sorted(tasks)}")
     keys = {it.key for it in train}
     unknown = sorted(set().union(*kept.values()) - keys)
     if unknown:
         raise BadInput(
-            path, f"{len(unknown)} image id(s) are not among the source's train items, "
-            f"e.g. {[k.split('/', 1)[1] for k in unknown[:5]]}"
+            path,
+            f"{len(unknown)} image id(s) are not among the source's train items, "
+            f"e.g. {[k.split('/', 1)[1] for k in unknown[:5]]}",
         )
     return {it.key: tuple(t for t in tasks if it.key in kept[t]) for it in train}
 
@@ -219,8 +231,9 @@ def read_split_file(
             result = _from_id_lists(path, obj, train, tasks)
     else:
         raise BadInput(
-            path, "unknown split file type; expected .pth (MTPSL NYUD-v2 / Cityscapes) "
-            "or .npy (MTPSL PASCAL-Context)"
+            path,
+            "unknown split file type; expected .pth (MTPSL NYUD-v2 / Cityscapes) "
+            "or .npy (MTPSL PASCAL-Context)",
         )
     counts = {t: sum(t in kept for kept in result.values()) for t in tasks}
     log.info("%s: labels kept per task over %d train items: %s", path.name, len(result), counts)
