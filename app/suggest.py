@@ -108,6 +108,28 @@ def register_round(ds: fo.Dataset, checkpoint: Path, digest: str) -> int:
     return number
 
 
+def declare_fields(ds: fo.Dataset, tasks: list[TaskSpec]) -> None:
+    """Add every suggestion field to the schema up front: processes that write samples in
+    parallel (torchrun shards) must not each add fields on the fly."""
+    schema = ds.get_field_schema()
+
+    def add(name: str, ftype, **kw) -> None:
+        if name not in schema:
+            ds.add_sample_field(name, ftype, **kw)
+
+    for t in tasks:
+        pred_type = fo.Heatmap if t.kind == "depth" else fo.Segmentation
+        add(store.pred_field(t.name), fo.EmbeddedDocumentField, embedded_doc_type=pred_type)
+        add(store.mp_field(t.name), fo.EmbeddedDocumentField, embedded_doc_type=fo.Segmentation)
+        for f in (store.conf_field(t.name), store.mf_field(t.name), store.fine_field(t.name)):
+            add(f, fo.EmbeddedDocumentField, embedded_doc_type=fo.Heatmap)
+        for f in ("confidence", "coverage", "tau"):
+            add(f"{t.name}_{f}", fo.FloatField)
+        add(f"{t.name}_round", fo.IntField)
+        add(f"{t.name}_checkpoint", fo.StringField)
+    add("suggested_at", fo.DateTimeField)
+
+
 def current_round(ds: fo.Dataset) -> int | None:
     rounds = ds.info[store.INFO_KEY].get("rounds", [])
     return int(rounds[-1]["round"]) if rounds else None
@@ -157,7 +179,10 @@ def suggest(
             "dataset %r has nothing missing for tasks %s: no suggestions to make", name, task_names
         )
         return report
-    round_ = register_round(ds, checkpoint, file_digest(checkpoint)) if rank == 0 else None
+    round_ = None
+    if rank == 0:
+        declare_fields(ds, list(predictor.tasks))
+        round_ = register_round(ds, checkpoint, file_digest(checkpoint))
     if world > 1:
         if rank == 0:
             dist.barrier()
@@ -169,6 +194,8 @@ def suggest(
         todo_expr = expr if todo_expr is None else todo_expr | expr
     todo = ds.match(todo_expr).sort_by("key")
     ids = todo.values("id")[rank::world]
+    if world > 1:
+        dist.barrier()  # every shard is drawn from the same list before anyone writes
     report.already_done = len(ds.match(anything)) - len(todo)
     bar = tqdm(
         total=len(ids), desc=f"suggest {name} round {round_}", unit="img", disable=not progress

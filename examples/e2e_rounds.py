@@ -1,9 +1,9 @@
 """The whole loop with hidden ground truth, and the proof that a reviewed round helps.
 
 Generated scenes -> ingest (one-label, the hidden labels kept) -> train round 0 -> suggest ->
-accept the confident suggestions through the review store, as an annotator on the page would
-(``ReviewStore.accept_confident`` at each suggestion's τ) -> export -> retrain (round 1: L_s on
-ground truth + accepted labels, L_p, L_f) -> suggest. Both rounds are scored against the hidden
+accept the confident region of the most confident half of each task's suggestions through the
+review store, as an annotator on the page would (``accept_confident`` at τ) -> export ->
+retrain (round 1: L_s on ground truth + accepted labels, L_p, L_f) -> suggest. Both rounds are scored against the hidden
 ground truth on the training images whose label was hidden, and a table of both rounds is printed.
 
 Usage:
@@ -37,6 +37,7 @@ def run(
     epochs: int,
     seed: int = 0,
     name: str = "e2e",
+    review_share: float = 0.5,
     progress: bool = False,
 ) -> dict:
     """Run the loop in ``workdir`` (HITTS_HOME and FIFTYONE_DATABASE_DIR must already be set by
@@ -72,12 +73,14 @@ def run(
     suggest(name, TorchPredictor(checkpoint), checkpoint, progress=progress)
     round0 = evaluate_on_hidden(name, TorchPredictor(checkpoint))
 
+    # an annotator works down each task's queue, most confident first, for a share of it
     review = ReviewStore(name)
     accepted = {}
     for task in round0:
         queue = QueueFilter(task=task, descending=True)
+        todo = round(review_share * review.counts(queue, "annotator", None).total)
         n = 0
-        while (item := review.next_item(queue, "annotator")) is not None:
+        while n < todo and (item := review.next_item(queue, "annotator")) is not None:
             outcome = review.accept_confident(item, "annotator", item.tau)
             assert outcome.ok, outcome.message
             n += 1
@@ -136,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         f"seed {args.seed}; scored on the hidden labels of the training images "
         f"({time.perf_counter() - t0:.0f} s)"
     )
-    print(f"accepted (confident region) per task: {result['accepted']}")
+    print(
+        f"accepted (confident region) per task: {result['accepted']}; round {result['new_round']} "
+        "suggested the rest"
+    )
     print(table(result))
     print(
         "round 1 better on: "
