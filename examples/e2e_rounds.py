@@ -3,8 +3,9 @@
 Generated scenes -> ingest (one-label, the hidden labels kept) -> train round 0 -> suggest ->
 accept the confident region of the most confident half of each task's suggestions through the
 review store, as an annotator on the page would (``accept_confident`` at τ) -> export ->
-retrain (round 1: L_s on ground truth + accepted labels, L_p, L_f) -> suggest. Both rounds are scored against the hidden
-ground truth on the training images whose label was hidden, and a table of both rounds is printed.
+retrain (round 1: L_s on ground truth + accepted labels, L_p, L_f) -> suggest. Both rounds are
+scored against the hidden ground truth on the training images whose label was hidden, and a table
+of both rounds is printed.
 
 Usage:
     python examples/e2e_rounds.py                      # 300 scenes at 48x64, 15 epochs
