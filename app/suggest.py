@@ -201,14 +201,25 @@ def suggest(
         total=len(ids), desc=f"suggest {name} round {round_}", unit="img", disable=not progress
     )
     for start in range(0, len(ids), batch_size):
-        batch = ds.select(ids[start : start + batch_size], ordered=True)
-        samples = list(batch)
-        images = [read_image(s.filepath) for s in samples]
-        results = predictor.predict(images)
-        for sample, result in zip(samples, results, strict=True):
-            report.labels += _write_suggestions(name, info, sample, result, tau, round_, checkpoint)
+        batch_ids = ids[start : start + batch_size]
+        paths = ds.select(batch_ids, ordered=True).values("filepath")
+        results = predictor.predict([read_image(p) for p in paths])
+        # loaded after predicting, so a review decision made meanwhile is seen; one bulk save
+        # per batch (each sample's update is whole on its own, so a kill leaves no half sample)
+        batch = ds.select(batch_ids, ordered=True)
+        replaced: list[Path] = []
+        for sample, result in zip(
+            batch.iter_samples(autosave=True, batch_size=len(batch_ids)), results, strict=True
+        ):
+            written, old_files = _write_suggestions(
+                name, info, sample, result, tau, round_, checkpoint
+            )
+            report.labels += written
+            replaced += old_files
             report.samples += 1
-        bar.update(len(samples))
+        for path in replaced:  # the older round's files, now unreferenced
+            path.unlink(missing_ok=True)
+        bar.update(len(batch_ids))
     bar.close()
     if rank == 0:
         add_views_and_indexes(ds, task_names)
@@ -224,9 +235,11 @@ def _write_suggestions(
     tau: dict[str, float],
     round_: int,
     checkpoint: Path,
-) -> int:
-    """Write the files of one sample's suggestions, then save its fields in one update."""
-    sample.reload()  # a review decision made while the batch was predicted must be seen
+) -> tuple[int, list[Path]]:
+    """Write the files of one sample's suggestions and set its fields (the caller saves them).
+
+    Returns the number of task suggestions set and the files of an older round they replace.
+    """
     written, replaced = 0, []
     for task_name, out in result.items():
         status = _get(sample, store.status_field(task_name))
@@ -269,10 +282,7 @@ def _write_suggestions(
         written += 1
     if written:
         sample["suggested_at"] = datetime.now(timezone.utc)
-        sample.save()
-        for path in replaced:  # the older round's files, now unreferenced
-            path.unlink(missing_ok=True)
-    return written
+    return written, replaced
 
 
 def _get(sample: fo.Sample, field_name: str):
