@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -666,6 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -676,6 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     # database we install is 6.0, so the notice is noise. A user's own setting wins.
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     from hitts.model.data.errors import BadInput
+
+    # `kill` stops a long command like Ctrl-C does: servers close, children (the App) end with it
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
     try:
         return args.func(args)
