@@ -30,7 +30,7 @@ import html
 import json
 import logging
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import gradio as gr
@@ -155,6 +155,10 @@ class Controls:
     tau: float = 0.5
     opacity: float = 0.5
     also: str = FINAL_CHOICE
+
+    def inputs(self) -> list:
+        """The values in the order the page's endpoints take them (for API clients)."""
+        return [getattr(self, f.name) for f in fields(self)]
 
     def queue(self) -> QueueFilter:
         lo, hi = sorted((float(self.conf_min), float(self.conf_max)))

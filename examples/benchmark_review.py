@@ -227,19 +227,6 @@ def phases(rs, url: str, clients: int, ops: int, max_seconds: float) -> list:
     def controls(i: int, depth: int) -> rp.Controls:
         return rp.Controls(annotator=f"d{depth}-{clients}-{i}", task=task(i, depth))
 
-    def as_list(c: rp.Controls) -> list:
-        return [
-            c.annotator,
-            c.task,
-            c.status,
-            c.conf_min,
-            c.conf_max,
-            c.order,
-            c.tau,
-            c.opacity,
-            c.also,
-        ]
-
     # store
     cursors: dict[int, object] = {}
 
@@ -276,14 +263,14 @@ def phases(rs, url: str, clients: int, ops: int, max_seconds: float) -> list:
     phase("accept", "handler", handler(rp.accept))
 
     # http
-    users = {i: HttpUser(url, as_list(controls(i, 2))) for i in range(clients)}
+    users = {i: HttpUser(url, controls(i, 2).inputs()) for i in range(clients)}
     for u in users.values():
         u.call("start")
     phase("next", "http", lambda i: timed(lambda: users[i].call("next")))
     phase("accept", "http", lambda i: timed(lambda: users[i].call("accept"), lambda o: saved(o[1])))
 
     # gradio_client
-    args = {i: as_list(controls(i, 3)) for i in range(clients)}
+    args = {i: controls(i, 3).inputs() for i in range(clients)}
     gcs = {}
     for i in range(clients):
         gcs[i] = Client(url, verbose=False, download_files=False, analytics_enabled=False)

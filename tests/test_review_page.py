@@ -325,18 +325,7 @@ def served(rs):
 
 
 def _args(annotator: str, task: str = "semseg", **kw) -> list:
-    c = rp.Controls(annotator=annotator, task=task, **kw)
-    return [
-        c.annotator,
-        c.task,
-        c.status,
-        c.conf_min,
-        c.conf_max,
-        c.order,
-        c.tau,
-        c.opacity,
-        c.also,
-    ]
+    return rp.Controls(annotator=annotator, task=task, **kw).inputs()
 
 
 def _client(url, **kw):
