@@ -357,3 +357,25 @@ def test_default_model_runs_at_demo_size():
         f"\ndefault HiTTs forward, 8x3x96x128 on {torch.get_num_threads()} thread(s): "
         f"{elapsed * 1000:.0f} ms"
     )
+
+
+def test_intra_task_query_pooling_keeps_shapes_and_learns():
+    """query_stride > 1: the block runs on the pooled map and its change is upsampled back."""
+    from hitts.model.tokens import IntraTaskAttention
+
+    torch.manual_seed(0)
+    block = IntraTaskAttention(dim=8, stride=4, query_stride=2)
+    feature, token = torch.randn(2, 8, 9, 13, requires_grad=True), torch.randn(2, 8)
+    out, new_token = block(feature, token)
+    assert out.shape == feature.shape and new_token.shape == (2, 8)
+    out.sum().backward()
+    assert block.q.weight.grad is not None and torch.isfinite(feature.grad).all()
+    from hitts.model.network import QUERY_STRIDE, ModelConfig, build_model
+
+    assert QUERY_STRIDE["segnet"] == 2
+    model = build_model(
+        ModelConfig(outputs={"semseg": 3, "depth": 4}, backbone="segnet", width=0.125, channels=8)
+    )
+    assert all(m.query_stride == 2 for m in model.intra.values())
+    y = model(torch.rand(1, 3, 32, 48))
+    assert y["semseg"]["logits"].shape == (1, 3, 32, 48)
