@@ -284,21 +284,31 @@ def encode_normal(normal: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def decode_normal(rgb: np.ndarray, path: Path, hw: tuple[int, int] | None = None) -> np.ndarray:
-    """The inverse of :func:`encode_normal`, renormalised; checks the vectors are unit."""
+def decode_normal(
+    rgb: np.ndarray,
+    path: Path,
+    hw: tuple[int, int] | None = None,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """The inverse of :func:`encode_normal`, renormalised; checks the vectors are unit.
+
+    Args:
+        valid: (H, W) bool, the pixels that hold a normal; default: those not (0, 0, 0).
+    """
     _check_hw(path, rgb, hw, "normal label")
-    invalid = np.all(rgb == 0, axis=-1)
+    if valid is None:
+        valid = ~np.all(rgb == 0, axis=-1)
     n = rgb.astype(np.float32) / 127.5 - 1.0
     norm = np.linalg.norm(n, axis=-1)
-    off = np.abs(norm[~invalid] - 1)
+    off = np.abs(norm[valid] - 1)
     if off.size and off.max() > NORMAL_PNG_TOLERANCE:
         raise BadInput(
             path,
-            f"normal PNG does not hold unit normals (decoded |n| from {norm[~invalid].min():.3f}"
-            f" to {norm[~invalid].max():.3f}); expected (n+1)/2*255 with (0,0,0) for invalid",
+            f"normal PNG does not hold unit normals (decoded |n| from {norm[valid].min():.3f}"
+            f" to {norm[valid].max():.3f}); expected (n+1)/2*255 with (0,0,0) for invalid",
         )
     n = n / np.maximum(norm, 1e-6)[..., None]
-    n[invalid] = 0
+    n[~valid] = 0
     return n.astype(np.float32)
 
 

@@ -40,8 +40,8 @@ from skimage.morphology import thin
 
 from hitts.model.data.errors import BadInput
 from hitts.model.data.label_io import (
-    NORMAL_PNG_TOLERANCE,
     check_label,
+    decode_normal,
     open_image,
     read_image,
     read_label,
@@ -331,19 +331,7 @@ def load_normals(path: Path, label_map: np.ndarray, hw: tuple[int, int]) -> np.n
     rgb = np.asarray(img)
     if rgb.shape[:2] != tuple(hw):
         raise _hw_mismatch(path, "normal label", rgb.shape, hw)
-    n = rgb.astype(np.float32) * np.float32(2.0 / 255.0) - 1.0
-    valid = np.isin(label_map, NORMAL_CLASS_IDS)
-    norm = np.linalg.norm(n, axis=-1)
-    off = np.abs(norm[valid] - 1.0)
-    if off.size and off.max() > NORMAL_PNG_TOLERANCE:
-        raise BadInput(
-            path,
-            f"normal PNG does not hold unit normals (decoded |n| from "
-            f"{norm[valid].min():.3f} to {norm[valid].max():.3f}); expected (n+1)/2*255",
-        )
-    n = n / np.maximum(norm, 1e-6)[..., None]
-    n[~valid] = 0.0
-    return n
+    return decode_normal(rgb, path, valid=np.isin(label_map, NORMAL_CLASS_IDS))
 
 
 def load_saliency(path: Path) -> np.ndarray:
