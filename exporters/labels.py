@@ -74,7 +74,7 @@ def check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is a file; choose a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out}: exists and is not empty; pass overwrite to replace it whole")
+        raise ExportError(f"{out}: exists and is not empty; pass --overwrite to replace it whole")
     parent = out.parent if out.parent != Path("") else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
