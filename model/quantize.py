@@ -162,8 +162,17 @@ class Quantizer(nn.Module):
     """
 
     centres: Tensor
+    class_weight: Tensor
 
-    def __init__(self, *, name: str, kind: str, num_bins: int, centres: Tensor | None = None):
+    def __init__(
+        self,
+        *,
+        name: str,
+        kind: str,
+        num_bins: int,
+        centres: Tensor | None = None,
+        class_weight: Tensor | None = None,
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"{name}: kind must be one of {KINDS}, got {kind!r}")
@@ -187,6 +196,37 @@ class Quantizer(nn.Module):
         elif c.numel():
             raise ValueError(f"{name}: a {kind} task has no centres")
         self.register_buffer("centres", c)
+        self.register_buffer("class_weight", torch.empty(0))
+        if class_weight is not None:
+            self.set_class_weight(class_weight)
+
+    def set_class_weight(self, weight: Tensor | None) -> None:
+        """Record the cross-entropy class weights the model is trained with (``None``: none).
+
+        A class-weighted cross-entropy is minimised by ``q_c ∝ w_c p_c`` rather than the
+        posterior ``p_c`` itself, so every prediction divides the weights back out (logit
+        adjustment, ``G' - log w``) before the argmax, the probabilities and the confidence. Without
+        it, edge weights of 0.05 / 0.95 make the argmax call most pixels near a boundary an edge
+        and the confident pseudo-labels of Eq. 7 teach thick edges. The loss keeps the raw logits.
+        """
+        if weight is None:
+            self.class_weight = torch.empty(0, device=self.centres.device)
+            return
+        w = torch.as_tensor(weight, dtype=torch.float32).flatten()
+        if not self.is_classification:
+            raise ValueError(f"{self.name}: only class tasks take class weights")
+        if w.shape != (self.num_bins,) or not bool((w > 0).all()):
+            raise ValueError(
+                f"{self.name}: class weights must be ({self.num_bins},) and > 0, got {w.tolist()}"
+            )
+        self.class_weight = w.to(self.centres.device)
+
+    def adjusted(self, logits: Tensor) -> Tensor:
+        """``logits - log w`` when class weights are set, else ``logits`` (see
+        :meth:`set_class_weight`)."""
+        if not self.class_weight.numel():
+            return logits
+        return logits - self.class_weight.to(logits.dtype).log().view(1, -1, 1, 1)
 
     @classmethod
     def for_task(
@@ -284,7 +324,7 @@ class Quantizer(nn.Module):
         """
         self._check_logits(logits)
         if self.is_classification:
-            return logits.argmax(dim=1)
+            return self.adjusted(logits).argmax(dim=1)
         p = logits.softmax(dim=1)  # (B, C_p, H, W)
         if self.kind == DEPTH:
             return torch.einsum("bkhw,k->bhw", p, self.centres.to(p.dtype))  # Eq. 10
@@ -292,9 +332,9 @@ class Quantizer(nn.Module):
         return n / n.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """(B, C_p, H, W) softmax over the bins."""
+        """(B, C_p, H, W) softmax over the bins (of the adjusted logits, for weighted classes)."""
         self._check_logits(logits)
-        return logits.softmax(dim=1)
+        return self.adjusted(logits).softmax(dim=1)
 
     def confidence(self, logits: Tensor, sharpen: float = 1.0) -> Tensor:
         """(B, H, W) ``max softmax(sharpen * logits)``: the pseudo-label confidence of Sec. 3.3.
@@ -305,7 +345,7 @@ class Quantizer(nn.Module):
                 authors' code uses :data:`AUTHORS_REGRESSION_SHARPEN` for depth and normal.
         """
         self._check_logits(logits)
-        return (logits * sharpen).softmax(dim=1).amax(dim=1)
+        return (self.adjusted(logits) * sharpen).softmax(dim=1).amax(dim=1)
 
     @torch.no_grad()
     def pseudo_label(self, logits: Tensor, sharpen: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -321,12 +361,24 @@ class Quantizer(nn.Module):
             "kind": self.kind,
             "num_bins": self.num_bins,
             "centres": self.centres.detach().cpu().tolist(),
+            **(
+                {"class_weight": self.class_weight.detach().cpu().tolist()}
+                if self.class_weight.numel()
+                else {}
+            ),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Quantizer:
         centres = torch.tensor(d["centres"], dtype=torch.float32) if d.get("centres") else None
-        return cls(name=d["name"], kind=d["kind"], num_bins=d["num_bins"], centres=centres)
+        weight = d.get("class_weight")
+        return cls(
+            name=d["name"],
+            kind=d["kind"],
+            num_bins=d["num_bins"],
+            centres=centres,
+            class_weight=torch.tensor(weight, dtype=torch.float32) if weight else None,
+        )
 
     # ---- contracts ---------------------------------------------------------------------------
 

@@ -203,6 +203,8 @@ def train(
             find_unused_parameters=True,
         )
     weights = _class_weights(active, cfg, device)
+    for name, w in weights.items():  # predictions divide them back out (see set_class_weight)
+        active[name].set_class_weight(w)
     teacher_has_tokens = bool(
         discovery
         and discovery["meta"].get("kind") == HITTS

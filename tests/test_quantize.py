@@ -128,6 +128,37 @@ def test_confidence_and_sharpening():
     assert torch.equal(label, q.decode(logits)) and torch.equal(conf, soft)
 
 
+def test_class_weights_are_divided_out_of_predictions():
+    # a weighted cross-entropy is minimised by q_c ∝ w_c p_c: at p(edge) = 0.3 under weights
+    # 0.05 / 0.95, a model that learnt q outputs q(edge) = 0.95*0.3 / (0.05*0.7 + 0.95*0.3) = 0.89
+    q_edge = 0.95 * 0.3 / (0.05 * 0.7 + 0.95 * 0.3)
+    logits = torch.tensor([0.0, math.log(q_edge / (1 - q_edge))]).view(1, 2, 1, 1)
+    raw = Quantizer.for_task(EDGE_SPEC)
+    assert raw.decode(logits).item() == 1
+    q = Quantizer.for_task(EDGE_SPEC)
+    q.set_class_weight(torch.tensor([0.05, 0.95]))
+    assert q.decode(logits).item() == 0
+    assert q.probabilities(logits)[0, 1].item() == pytest.approx(0.3, abs=1e-6)
+    assert q.confidence(logits).item() == pytest.approx(0.7, abs=1e-6)
+    label, conf = q.pseudo_label(logits)
+    assert label.item() == 0 and conf.item() == pytest.approx(0.7, abs=1e-6)
+    # the weights travel with the quantizer, and can be cleared
+    back = Quantizer.from_dict(q.to_dict())
+    assert torch.equal(back.class_weight, q.class_weight) and back.decode(logits).item() == 0
+    assert "class_weight" not in raw.to_dict()
+    q.set_class_weight(None)
+    assert q.decode(logits).item() == 1
+
+
+def test_class_weights_are_checked():
+    with pytest.raises(ValueError, match="only class tasks"):
+        Quantizer.for_task(DEPTH_SPEC).set_class_weight(torch.ones(30))
+    with pytest.raises(ValueError, match=r"\(2,\) and > 0"):
+        Quantizer.for_task(EDGE_SPEC).set_class_weight(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"\(2,\) and > 0"):
+        Quantizer.for_task(EDGE_SPEC).set_class_weight(torch.ones(3))
+
+
 @pytest.mark.parametrize("spec", scene_tasks(), ids=lambda s: s.name)
 def test_dict_round_trip_with_weights_only_checkpoint(spec: TaskSpec):
     q = Quantizer.for_task(spec, QuantizeSettings.preset("pascal"))

@@ -38,6 +38,9 @@ def test_train_discover_stage2_evaluate(scenes, tmp_path, dataset_name, capsys):
     assert main(["train", dataset_name, "--out", str(s1), *FAST]) == 0
     state = load_checkpoint(s1 / "last.pt")
     assert state["epoch"] == 0 and state["model_config"]["kind"] == "hitts"
+    # the edge loss's class weights are kept, so predictions can divide them back out
+    assert state["quantizers"]["edge"]["class_weight"] == pytest.approx([0.05, 0.95])
+    assert "class_weight" not in state["quantizers"]["semseg"]
     rows = [json.loads(r) for r in (s1 / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0]
     assert set(rows[0]["val"]) == {"semseg", "depth", "normal", "edge"}
