@@ -18,7 +18,8 @@ Choices made here where the product spec is open:
   task changes, and stays where the annotator puts it afterwards.
 - Without a login the annotator types a name (default ``guest-<id>``); with ``--auth`` the login
   name goes on every decision and the box is read-only.
-- A claim is released when the annotator moves on; a closed tab's claim lapses after
+- A claim is released when the annotator moves on or closes the tab (Gradio's unload event,
+  once the server notices the tab is gone); a claim whose server died lapses after
   :data:`~hitts.app.review_store.CLAIM_SECONDS`.
 - The image panels are small PNGs inline in one HTML block (no file per image on the server).
 """
@@ -692,10 +693,18 @@ def build_page(rs: ReviewStore, *, login: bool = False) -> gr.Blocks:
         outputs = [session, info, message, counters, panels, preview_note, editor, tau, annotator]
         common = dict(outputs=outputs, show_progress="hidden", concurrency_limit=CONCURRENCY)
 
+        open_items: dict[str, tuple[str, str, str]] = {}  # browser session -> claimed item
+
         def wire(handler, extra_inputs=(), api_name=None) -> dict:
             def run(request: gr.Request, state, *values):  # Gradio fills `request` by its type
                 extras, values = values[: len(extra_inputs)], values[len(extra_inputs) :]
-                return _outputs(rs, handler(rs, state, *extras, Controls(*values), request))
+                view = handler(rs, state, *extras, Controls(*values), request)
+                item, hash_ = view.session.item, getattr(request, "session_hash", None)
+                if hash_ and item is not None:
+                    open_items[hash_] = (item.sample_id, item.task, view.session.user)
+                elif hash_:
+                    open_items.pop(hash_, None)
+                return _outputs(rs, view)
 
             run.__name__ = handler.__name__
             return dict(
@@ -704,6 +713,13 @@ def build_page(rs: ReviewStore, *, login: bool = False) -> gr.Blocks:
 
         demo.load(**wire(start, api_name="start"))
         demo.load(None, js=SHORTCUT_JS)
+
+        def release_on_close(request: gr.Request):  # the tab closed: free its sample for others
+            held = open_items.pop(getattr(request, "session_hash", None) or "", None)
+            if held is not None:
+                rs.release(*held)
+
+        demo.unload(release_on_close)
         for ctl in (task, status, order):
             ctl.input(**wire(queue_changed, api_name=False))
         for ctl in (conf_min, conf_max):

@@ -178,3 +178,19 @@ def test_two_annotators_one_sample_conflict(browser, page_server):
     assert s.semseg_status == "rejected" and s.semseg_reviewed_by == "bob"
     alice.context.close()
     bob.context.close()
+
+
+def test_closing_the_tab_releases_the_claim(browser, page_server):
+    rs, url, logins = page_server
+    alice = _open(browser, url, "alice", logins["alice"])
+    key = _shown_key(alice)
+    assert _sample(rs, key).semseg_claimed_by == "alice"
+    alice.context.close()
+    # the server notices on its next heartbeat (Gradio sends one every 15 s), then releases
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and _sample(rs, key).semseg_claimed_by is not None:
+        time.sleep(0.5)
+    assert _sample(rs, key).semseg_claimed_by is None
+    bob = _open(browser, url, "bob", logins["bob"])
+    assert _shown_key(bob) == key  # the freed sample is the first in bob's queue again
+    bob.context.close()
