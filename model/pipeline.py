@@ -58,14 +58,23 @@ def discovery_for(
     """Load ``out`` if it holds this teacher's discovery on these images, else make and save it."""
     if out.exists():
         found = load_discovery(out)
-        if found["meta"].get("teacher") == str(teacher) and found["keys"] == data.keys:
+        if (
+            found["meta"].get("teacher") == str(teacher)
+            and found["keys"] == data.keys
+            and found["meta"].get("hflip_features", False)
+        ):
             return found
     state = load_checkpoint(teacher)
     model, quantizers, _ = model_from_checkpoint(state)
     model.to(pick_device())
     found = discover(model, quantizers, data, sharpen=sharpen, progress=progress)
     cfg = state["model_config"]
-    meta = {"teacher": str(teacher), "kind": cfg["kind"], "use_global": cfg.get("use_global", True)}
+    meta = {
+        "teacher": str(teacher),
+        "kind": cfg["kind"],
+        "use_global": cfg.get("use_global", True),
+        "hflip_features": True,
+    }
     save_discovery(out, found, data.keys, meta)
     return load_discovery(out)
 

@@ -264,6 +264,23 @@ def train(
     return metrics
 
 
+def _flip_feature_targets(
+    flip: Tensor, targets: dict[str, Tensor], found: dict, idx: Tensor
+) -> dict[str, Tensor]:
+    """Feature targets of a batch whose images ``flip`` (B,) were flipped: the teacher's features
+    of the flipped images where the discovery has them (see :mod:`hitts.model.discover`), else
+    the flipped features of the originals (discoveries saved before the flipped pass)."""
+    out = {}
+    for key, t in targets.items():
+        kind, name = key.split("/", 1)
+        saved = found[name].get("feature_hflip" if kind == "pf" else "mf_hflip")
+        if saved is None:
+            out[key] = hflip_batch(flip, {key: t}, set())[key]
+        else:
+            out[key] = torch.where(flip.view(-1, 1, 1, 1), saved[idx], t)
+    return out
+
+
 def _run_epoch(
     net: nn.Module,
     opt: torch.optim.Optimizer,
@@ -298,16 +315,19 @@ def _run_epoch(
             batch[f"t/{n}"] = data.targets[n][idx]
             batch[f"v/{n}"] = data.valid[n][idx]
         found = discovery["tasks"] if discovery else {}
+        targets = {}  # Eq. 6 feature targets, in each (possibly flipped) image's orientation
         for n in names:
             if n in found:
                 batch[f"pl/{n}"] = found[n]["label"][idx]
                 batch[f"pc/{n}"] = found[n]["confidence"][idx]
                 if teacher_has_tokens and "feature" in found[n]:
-                    batch[f"pf/{n}"] = found[n]["feature"][idx]
-                    batch[f"pm/{n}"] = found[n]["mf"][idx]
+                    targets[f"pf/{n}"] = found[n]["feature"][idx]
+                    targets[f"pm/{n}"] = found[n]["mf"][idx]
         if cfg.hflip:
             keys = {k for k in batch if k.split("/")[-1] in normals and k[:2] in ("t/", "pl")}
             batch = hflip_batch(flips[idx], batch, keys)
+            targets = _flip_feature_targets(flips[idx], targets, found, idx)
+        batch.update(targets)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         alphas = {n: a.to(device) for n, a in data.alpha(idx).items() if n in quantizers}
         out = net(batch["image"].float().div_(255.0))
