@@ -6,7 +6,9 @@ A fresh model is trained from scratch on
   accept of the confident region only leaves the rest invalid);
 - ``L_p`` (Eq. 7): the latest round's pseudo-labels inside ``M_p`` where a task is still
   unreviewed; rejected suggestions are excluded;
-- ``L_f`` (Eq. 6): the latest round's model's task features, weighted by ``M_f`` where unlabelled.
+- ``L_f`` (Eq. 6): the latest round's model's task features, weighted by ``M_f`` where that model
+  had no label (ground truth, or a review it was trained on); a label accepted after it was trained
+  is no reason to trust its features there, so it keeps the ``M_f`` weighting.
 
 The pseudo-labels and features are discovered again from the latest round's checkpoint on the clean
 training images (the same model and images the stored suggestions came from). The new model is then
@@ -19,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from fiftyone import ViewField as F
 
 from hitts.app import store
@@ -72,12 +75,19 @@ def retrain(
     train_view = ds.match(F("split") == "train")
     reviewed = rejected = 0
     exclude: dict[str, set[str]] = {}
+    labels: dict[str, list[str]] = {}  # task -> keys with a reviewed label this round trains on
+    ground_truth: dict[str, set[str]] = {}
     for t in info.tasks:
+        status = F(store.status_field(t.name))
         counts = train_view.count_values(store.status_field(t.name))
         reviewed += counts.get(store.ACCEPTED, 0) + counts.get(store.FIXED, 0)
         rejected += counts.get(store.REJECTED, 0)
-        for key in train_view.match(F(store.status_field(t.name)) == store.REJECTED).values("key"):
+        for key in train_view.match(status == store.REJECTED).values("key"):
             exclude.setdefault(key, set()).add(t.name)
+        labels[t.name] = sorted(
+            train_view.match(status.is_in([store.ACCEPTED, store.FIXED])).values("key")
+        )
+        ground_truth[t.name] = set(train_view.match(status == store.LABELED).values("key"))
     if reviewed + rejected == 0:
         log.warning(
             "nothing in %r is reviewed yet: retraining on ground truth and the round-%d suggestions only",
@@ -89,6 +99,11 @@ def retrain(
     if train_set is None:
         raise ValueError(f"dataset {name!r} has no train split")
     val_set = split_set(name, "val", size, progress=progress)
+    teacher_saw = state.get("extra", {}).get("reviewed_labels", {})
+    seen = {t: ground_truth[t] | set(teacher_saw.get(t, ())) for t in ground_truth}
+    teacher_labelled = torch.tensor(
+        [[key in seen[t.name] for t in train_set.tasks] for key in train_set.keys], dtype=torch.bool
+    ).reshape(len(train_set.keys), len(train_set.tasks))
     tau = thresholds_for(info.tasks, info.setting)
     for t in info.tasks:  # the τ the suggestions were made with, then the user's
         used = (
@@ -118,8 +133,14 @@ def retrain(
         out,
         resume=True,
         progress=progress,
-        extra={"dataset": name, "round": new_round, "teacher_round": last["round"]},
+        extra={
+            "dataset": name,
+            "round": new_round,
+            "teacher_round": last["round"],
+            "reviewed_labels": labels,
+        },
         exclude=exclude,
+        teacher_labelled=teacher_labelled,
     )
     checkpoint = out / "last.pt"
     done = suggest(name, TorchPredictor(checkpoint), checkpoint, progress=progress)

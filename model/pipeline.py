@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from torch import Tensor
+
 from hitts.model.data.formats import open_reader
 from hitts.model.data.settings import draw_kept, parse_setting
 from hitts.model.data.torch_dataset import LabelledImage, MultiTaskDataset
@@ -91,12 +93,19 @@ def train_stage2(
     progress: bool = True,
     extra: dict | None = None,
     exclude: dict[str, set[str]] | None = None,
+    teacher_labelled: Tensor | None = None,
 ) -> dict:
     """A fresh model on L_s + L_p + L_f with the teacher's discovery (the teacher's bins too).
 
     Args:
         exclude: Image key -> tasks whose pseudo-label must not be used (e.g. rejected by an
             annotator): their confidence is set to 0, so ``M_p`` is empty there.
+        teacher_labelled: Optional (N, T) bool, tasks in ``train_set.tasks`` order: where the
+            teacher was trained on a label of that image and task. Eq. 6 trusts the teacher's
+            features at every pixel of a labelled task "since they are supervised by ground-truth
+            label"; a label the teacher never saw (an annotator accepted or fixed its suggestion
+            afterwards) counts as labelled for ``L_s`` but keeps the ``M_f`` weighting in ``L_f``.
+            Default: ``train_set.present`` (the paper's stage 2, where the two agree).
     """
     out.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(teacher)
@@ -108,6 +117,13 @@ def train_stage2(
             for t in tasks:
                 if key in index and t in found["tasks"]:
                     found["tasks"][t]["confidence"][index[key]] = 0
+    if teacher_labelled is not None:
+        if teacher_labelled.shape != train_set.present.shape:
+            raise ValueError(
+                f"teacher_labelled must be {tuple(train_set.present.shape)}, "
+                f"got {tuple(teacher_labelled.shape)}"
+            )
+        found["teacher_labelled"] = teacher_labelled.bool()
     cfg = replace(cfg, stage=2)
     return train(
         cfg,

@@ -330,6 +330,10 @@ def _run_epoch(
         batch.update(targets)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         alphas = {n: a.to(device) for n, a in data.alpha(idx).items() if n in quantizers}
+        f_alphas = alphas  # Eq. 6's alpha: where the teacher's features saw a label
+        if discovery and "teacher_labelled" in discovery:
+            seen = discovery["teacher_labelled"][idx].float().to(device)
+            f_alphas = {t.name: seen[:, i] for i, t in enumerate(data.tasks) if t.name in alphas}
         out = net(batch["image"].float().div_(255.0))
         logits = {n: out[n]["logits"] for n in names}
         loss_s = supervised_loss(
@@ -359,7 +363,7 @@ def _run_epoch(
                 {n: out[n]["feature"] for n in names},
                 {n: batch[f"pf/{n}"].float() for n in names if f"pf/{n}" in batch},
                 {n: batch[f"pm/{n}"].float() for n in names if f"pm/{n}" in batch},
-                alphas,
+                f_alphas,
             )
             loss = loss + loss_f
         opt.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from hitts.app import store
+from hitts.model.train import load_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "e2e_rounds.py"
 
@@ -29,6 +30,14 @@ def test_review_loop_end_to_end(tmp_path):
         ds = fo.load_dataset("t-e2e")
         assert [r["round"] for r in ds.info["hitts"]["rounds"]] == [0, 1]
         assert result["new_round"] == 1
+        # round 1 records the reviewed labels it trained on, so round 2 knows its features saw them
+        extra = load_checkpoint(tmp_path / "round1" / "last.pt")["extra"]
+        assert extra["round"] == 1 and extra["teacher_round"] == 0
+        accepted_keys = {
+            t: sorted(ds.match(F(store.status_field(t)) == store.ACCEPTED).values("key"))
+            for t in result["accepted"]
+        }
+        assert extra["reviewed_labels"] == accepted_keys
         for task in ("semseg", "depth", "normal", "edge"):
             assert result["accepted"][task] > 0
             assert (

@@ -168,3 +168,44 @@ def test_torchrun_two_cpu_processes(scenes, tmp_path, dataset_name):
     epochs = [json.loads(r)["epoch"] for r in (run / "log.jsonl").read_text().splitlines()]
     assert epochs == [0, 1]
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def test_teacher_labelled_sets_the_alpha_of_the_feature_loss(scenes, tmp_path):
+    # Eq. 6 weighs every pixel of a task the teacher was trained on, and only M_f elsewhere:
+    # marking every (image, task) as seen by the teacher must raise L_f above marking none
+    from hitts.model.network import ModelConfig
+    from hitts.model.pipeline import splits_from_source, train_stage2
+    from hitts.model.recipe import fit_quantizers, thresholds_for
+    from hitts.model.train import TrainConfig, train
+
+    tr, _ = splits_from_source(scenes, setting="one-label", seed=0)
+    quantizers = fit_quantizers(tr)
+    model_cfg = ModelConfig(outputs={n: q.num_bins for n, q in quantizers.items()}, channels=16)
+    cfg = TrainConfig(epochs=1, batch_size=4, thresholds=thresholds_for(tr.tasks, "one-label"))
+    train(cfg, model_cfg, quantizers, tr, None, tmp_path / "s1", progress=False)
+    loss_f = {}
+    for seen in (False, True):
+        out = tmp_path / f"s2-{seen}"
+        train_stage2(
+            tmp_path / "s1" / "last.pt",
+            cfg,
+            model_cfg,
+            tr,
+            None,
+            out,
+            progress=False,
+            teacher_labelled=torch.full(tr.present.shape, seen),
+        )
+        loss_f[seen] = json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss_f"]
+    assert 0 < loss_f[False] < loss_f[True]
+    with pytest.raises(ValueError, match="teacher_labelled must be"):
+        train_stage2(
+            tmp_path / "s1" / "last.pt",
+            cfg,
+            model_cfg,
+            tr,
+            None,
+            tmp_path / "bad",
+            progress=False,
+            teacher_labelled=torch.ones(1, 4, dtype=torch.bool),
+        )
