@@ -22,7 +22,15 @@ def serve_app(
 ) -> fo.Session:
     """Serve the App for dataset ``name`` on ``host:port``; blocks until Ctrl-C when ``wait``."""
     ds = store.load_dataset(name)
-    session = fo.launch_app(ds, remote=True, address=host, port=port, auto=False)
+    # FiftyOne logs a remote-session banner about ssh port forwarding (twice: through its own
+    # handler and the root one); the one line below says where the App is
+    banner = logging.getLogger("fiftyone.core.session.session")
+    level = banner.level
+    banner.setLevel(logging.WARNING)
+    try:
+        session = fo.launch_app(ds, remote=True, address=host, port=port, auto=False)
+    finally:
+        banner.setLevel(level)
     print(f"FiftyOne App for {name!r}: http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
     if wait:
         try:
