@@ -183,29 +183,16 @@ def test_teacher_labelled_sets_the_alpha_of_the_feature_loss(scenes, tmp_path):
     model_cfg = ModelConfig(outputs={n: q.num_bins for n, q in quantizers.items()}, channels=16)
     cfg = TrainConfig(epochs=1, batch_size=4, thresholds=thresholds_for(tr.tasks, "one-label"))
     train(cfg, model_cfg, quantizers, tr, None, tmp_path / "s1", progress=False)
+
+    def stage2(out, seen):
+        teacher = tmp_path / "s1" / "last.pt"
+        train_stage2(teacher, cfg, model_cfg, tr, None, out, progress=False, teacher_labelled=seen)
+
     loss_f = {}
     for seen in (False, True):
         out = tmp_path / f"s2-{seen}"
-        train_stage2(
-            tmp_path / "s1" / "last.pt",
-            cfg,
-            model_cfg,
-            tr,
-            None,
-            out,
-            progress=False,
-            teacher_labelled=torch.full(tr.present.shape, seen),
-        )
+        stage2(out, torch.full(tr.present.shape, seen))
         loss_f[seen] = json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss_f"]
     assert 0 < loss_f[False] < loss_f[True]
     with pytest.raises(ValueError, match="teacher_labelled must be"):
-        train_stage2(
-            tmp_path / "s1" / "last.pt",
-            cfg,
-            model_cfg,
-            tr,
-            None,
-            tmp_path / "bad",
-            progress=False,
-            teacher_labelled=torch.ones(1, 4, dtype=torch.bool),
-        )
+        stage2(tmp_path / "bad", torch.ones(1, 4, dtype=torch.bool))
