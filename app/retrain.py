@@ -3,7 +3,9 @@
 A fresh model is trained from scratch on
 
 - ``L_s`` (Eq. 5): ground truth plus the labels annotators accepted or fixed (now labelled; an
-  accept of the confident region only leaves the rest invalid);
+  accept of the confident region only leaves the rest invalid, and that label weighs its share of
+  the image, as the same pixels did as a pseudo-label in ``L_p``: averaged over its few valid
+  pixels, a 3% region would otherwise pull as hard as a whole image of ground truth);
 - ``L_p`` (Eq. 7): the latest round's pseudo-labels inside ``M_p`` where a task is still
   unreviewed; rejected suggestions are excluded;
 - ``L_f`` (Eq. 6): the latest round's model's task features, weighted by ``M_f`` where that model
@@ -18,19 +20,22 @@ a new round: it suggests again for everything still missing, so the review page 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from fiftyone import ViewField as F
+from torch import Tensor
 
 from hitts.app import store
+from hitts.app.review_store import ACCEPTED_CONFIDENT, source_field
 from hitts.app.suggest import suggest
 from hitts.app.training import split_set
 from hitts.model.network import ModelConfig
 from hitts.model.pipeline import train_stage2
 from hitts.model.predictor import TorchPredictor
 from hitts.model.recipe import thresholds_for
+from hitts.model.tensor_set import TensorSet
 from hitts.model.train import TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,17 @@ class RetrainReport:
     reviewed: int
     rejected: int
     metrics: dict
+
+
+def _region_weights(data: TensorSet, regions: dict[str, set[str]]) -> Tensor:
+    """(N, T) ``L_s`` weight of each label: the valid share of the image for an accepted confident
+    region (the ``M_p`` weighting it had as a pseudo-label, Eq. 7), 1 for every other label."""
+    weight = torch.ones(len(data), len(data.tasks))
+    for j, t in enumerate(data.tasks):
+        for i, key in enumerate(data.keys):
+            if key in regions.get(t.name, ()):
+                weight[i, j] = data.valid[t.name][i].float().mean()
+    return weight
 
 
 def retrain(
@@ -77,6 +93,7 @@ def retrain(
     exclude: dict[str, set[str]] = {}
     labels: dict[str, list[str]] = {}  # task -> keys with a reviewed label this round trains on
     ground_truth: dict[str, set[str]] = {}
+    regions: dict[str, set[str]] = {}  # task -> keys whose label is an accepted confident region
     for t in info.tasks:
         status = F(store.status_field(t.name))
         counts = train_view.count_values(store.status_field(t.name))
@@ -88,6 +105,12 @@ def retrain(
             train_view.match(status.is_in([store.ACCEPTED, store.FIXED])).values("key")
         )
         ground_truth[t.name] = set(train_view.match(status == store.LABELED).values("key"))
+        source = F(source_field(t.name))
+        regions[t.name] = set(
+            train_view.match((status == store.ACCEPTED) & (source == ACCEPTED_CONFIDENT)).values(
+                "key"
+            )
+        )
     if reviewed + rejected == 0:
         log.warning(
             "nothing in %r is reviewed yet: retraining on ground truth and the round-%d suggestions only",
@@ -98,6 +121,7 @@ def retrain(
     train_set = split_set(name, "train", size, progress=progress, reviewed=True)
     if train_set is None:
         raise ValueError(f"dataset {name!r} has no train split")
+    train_set = replace(train_set, label_weight=_region_weights(train_set, regions))
     val_set = split_set(name, "val", size, progress=progress)
     teacher_saw = state.get("extra", {}).get("reviewed_labels", {})
     seen = {t: ground_truth[t] | set(teacher_saw.get(t, ())) for t in ground_truth}

@@ -27,6 +27,9 @@ class TensorSet:
         present: (N, T) bool, tasks in ``tasks`` order.
         tasks: The task specs.
         keys: Source key of each image.
+        label_weight: Optional (N, T) float weight of each present label in ``L_s`` (default 1).
+            A label that is only an annotator's accepted confident region (``M_p`` of a
+            suggestion) weighs its share of the image, as that pseudo-label did in ``L_p``.
     """
 
     images: Tensor
@@ -35,6 +38,7 @@ class TensorSet:
     present: Tensor
     tasks: tuple[TaskSpec, ...]
     keys: list[str]
+    label_weight: Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -46,6 +50,14 @@ class TensorSet:
     def alpha(self, idx: Tensor) -> dict[str, Tensor]:
         """Task -> (B,) float, 1 where the image has that task's ground truth (α_i of Eq. 5)."""
         return {t.name: self.present[idx, i].float() for i, t in enumerate(self.tasks)}
+
+    def supervised_weight(self, idx: Tensor) -> dict[str, Tensor]:
+        """Task -> (B,) float: ``alpha_i`` of Eq. 5 times the label's weight (see
+        ``label_weight``)."""
+        alpha = self.alpha(idx)
+        if self.label_weight is None:
+            return alpha
+        return {t.name: alpha[t.name] * self.label_weight[idx, i] for i, t in enumerate(self.tasks)}
 
 
 def load_tensor_set(dataset: MultiTaskDataset, *, progress: bool = False) -> TensorSet:

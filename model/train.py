@@ -330,6 +330,9 @@ def _run_epoch(
         batch.update(targets)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         alphas = {n: a.to(device) for n, a in data.alpha(idx).items() if n in quantizers}
+        s_alphas = {  # Eq. 5's alpha, scaled down for labels that cover part of an image
+            n: a.to(device) for n, a in data.supervised_weight(idx).items() if n in quantizers
+        }
         f_alphas = alphas  # Eq. 6's alpha: where the teacher's features saw a label
         if discovery and "teacher_labelled" in discovery:
             seen = discovery["teacher_labelled"][idx].float().to(device)
@@ -341,7 +344,7 @@ def _run_epoch(
             logits,
             {n: batch[f"t/{n}"] for n in names},
             {n: batch[f"v/{n}"] for n in names},
-            alphas,
+            s_alphas,
             class_weights=weights,
         )
         loss = loss_s

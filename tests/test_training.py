@@ -196,3 +196,52 @@ def test_teacher_labelled_sets_the_alpha_of_the_feature_loss(scenes, tmp_path):
     assert 0 < loss_f[False] < loss_f[True]
     with pytest.raises(ValueError, match="teacher_labelled must be"):
         stage2(tmp_path / "bad", torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_an_accepted_region_weighs_its_share_of_the_image_in_l_s():
+    from hitts.app.retrain import _region_weights
+    from hitts.model.tasks import scene_tasks
+    from hitts.model.tensor_set import TensorSet
+
+    tasks = scene_tasks()
+    n, h, w = 3, 4, 5
+    valid = {t.name: torch.ones(n, h, w, dtype=torch.bool) for t in tasks}
+    valid["depth"][1, :1] = True
+    valid["depth"][1, 1:] = False  # image b: only its first row was confident and accepted
+    present = torch.ones(n, len(tasks), dtype=torch.bool)
+    present[2, 0] = False
+    data = TensorSet(
+        images=torch.zeros(n, 3, h, w, dtype=torch.uint8),
+        targets={},
+        valid=valid,
+        present=present,
+        tasks=tasks,
+        keys=["a", "b", "c"],
+    )
+    weight = _region_weights(data, {"depth": {"b"}, "semseg": set()})
+    assert weight[1, 1].item() == pytest.approx(1 / h)  # depth is the second scene task
+    assert weight.sum().item() == pytest.approx(weight.numel() - 1 + 1 / h)
+    data.label_weight = weight
+    got = data.supervised_weight(torch.tensor([1, 2]))
+    assert got["depth"].tolist() == pytest.approx([1 / h, 1.0])
+    assert got["semseg"].tolist() == [1.0, 0.0]  # a missing label stays 0 whatever its weight
+
+
+def test_label_weight_scales_the_supervised_loss(scenes, tmp_path):
+    from dataclasses import replace
+
+    from hitts.model.network import ModelConfig
+    from hitts.model.pipeline import splits_from_source
+    from hitts.model.recipe import fit_quantizers
+    from hitts.model.train import TrainConfig, train
+
+    tr, _ = splits_from_source(scenes, setting="one-label", seed=0)
+    quantizers = fit_quantizers(tr)
+    model_cfg = ModelConfig(outputs={n: q.num_bins for n, q in quantizers.items()}, channels=16)
+    cfg = TrainConfig(epochs=1, batch_size=4)
+    rows = {}
+    for w in (0.0, 1.0):
+        data = replace(tr, label_weight=torch.full(tr.present.shape, w))
+        train(cfg, model_cfg, quantizers, data, None, tmp_path / f"w{w}", progress=False)
+        rows[w] = json.loads((tmp_path / f"w{w}" / "log.jsonl").read_text().splitlines()[0])
+    assert rows[0.0]["loss_s"] == 0 and rows[1.0]["loss_s"] > 0
