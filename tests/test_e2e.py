@@ -1,6 +1,9 @@
 """The whole loop at small scale: ingest with hidden truth -> train -> suggest -> accept through
-the review store -> export -> retrain -> suggest; both rounds scored on the hidden labels. Whether
-round 1 beats round 0 is measured by examples/e2e_rounds.py at a larger scale."""
+the review store -> export -> retrain -> suggest; both rounds scored on the hidden labels.
+
+At this size (60 scenes, 3 epochs) one seed's round-1 minus round-0 difference is mostly training
+noise, so this test checks the loop's mechanics; examples/e2e_rounds.py measures whether round 1
+beats round 0 on every task, over several seeds at a larger scale."""
 
 from __future__ import annotations
 
