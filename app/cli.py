@@ -584,7 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="pseudo-label threshold TASK=VALUE (default: the τ the suggestions used)",
     )
-    rt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    rt.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (default: the latest round's model's seed + 1, so the new model does "
+        "not start from its teacher's initial weights)",
+    )
     rt.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rt.set_defaults(func=cmd_retrain)
 

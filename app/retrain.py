@@ -68,10 +68,14 @@ def retrain(
     *,
     epochs: int | None = None,
     taus: dict[str, float] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     progress: bool = True,
 ) -> RetrainReport:
     """Stage 2 on the dataset's reviewed and suggested labels, then suggest with the new model.
+
+    The new model is trained "from scratch" (Sec. 4.1) with ``seed``, by default the teacher's seed
+    + 1: with the teacher's own seed it would start from the teacher's initial weights and see
+    the batches in the teacher's order, and with ``L_f`` pulling it along, retrace the teacher.
 
     Rerunning after an interruption resumes the training run in ``out`` (default:
     ``$HITTS_HOME/datasets/NAME/runs/round-<N+1>``).
@@ -142,7 +146,7 @@ def retrain(
         epochs=epochs or old["epochs"],
         batch_size=old["batch_size"],
         lr=old["lr"],
-        seed=seed,
+        seed=int(old["seed"]) + 1 if seed is None else seed,
         thresholds=tau,
     )
     model_cfg = ModelConfig.from_dict(state["model_config"])

@@ -92,7 +92,7 @@ def run(
             n += 1
         accepted[task] = n
     manifest = export_dataset(name, workdir / "export", "folder", progress=progress)
-    report = retrain(name, workdir / "round1", epochs=epochs, seed=seed, progress=progress)
+    report = retrain(name, workdir / "round1", epochs=epochs, progress=progress)  # seed + 1
     round1 = evaluate_on_hidden(name, TorchPredictor(report.checkpoint))
     sources = {}
     for s in manifest["samples"]:

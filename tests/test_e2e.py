@@ -34,7 +34,9 @@ def test_review_loop_end_to_end(tmp_path):
         assert [r["round"] for r in ds.info["hitts"]["rounds"]] == [0, 1]
         assert result["new_round"] == 1
         # round 1 records the reviewed labels it trained on, so round 2 knows its features saw them
-        extra = load_checkpoint(tmp_path / "round1" / "last.pt")["extra"]
+        state = load_checkpoint(tmp_path / "round1" / "last.pt")
+        assert state["train_config"]["seed"] == 1  # not the teacher's seed 0: a fresh start
+        extra = state["extra"]
         assert extra["round"] == 1 and extra["teacher_round"] == 0
         accepted_keys = {
             t: sorted(ds.match(F(store.status_field(t)) == store.ACCEPTED).values("key"))
