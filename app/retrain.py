@@ -93,28 +93,30 @@ def retrain(
         )
     state = load_checkpoint(teacher)
     train_view = ds.match(F("split") == "train")
-    reviewed = rejected = 0
-    exclude: dict[str, set[str]] = {}
+    exclude: dict[str, set[str]] = {}  # key -> tasks whose suggestion was rejected
     labels: dict[str, list[str]] = {}  # task -> keys with a reviewed label this round trains on
     ground_truth: dict[str, set[str]] = {}
     regions: dict[str, set[str]] = {}  # task -> keys whose label is an accepted confident region
-    for t in info.tasks:
-        status = F(store.status_field(t.name))
-        counts = train_view.count_values(store.status_field(t.name))
-        reviewed += counts.get(store.ACCEPTED, 0) + counts.get(store.FIXED, 0)
-        rejected += counts.get(store.REJECTED, 0)
-        for key in train_view.match(status == store.REJECTED).values("key"):
-            exclude.setdefault(key, set()).add(t.name)
-        labels[t.name] = sorted(
-            train_view.match(status.is_in([store.ACCEPTED, store.FIXED])).values("key")
+    schema = train_view.get_field_schema()
+    keys = train_view.values("key")
+    for t in info.tasks:  # one read of each task's review columns
+        statuses = train_view.values(store.status_field(t.name))
+        sources = (
+            train_view.values(source_field(t.name))
+            if source_field(t.name) in schema
+            else [None] * len(keys)
         )
-        ground_truth[t.name] = set(train_view.match(status == store.LABELED).values("key"))
-        source = F(source_field(t.name))
-        regions[t.name] = set(
-            train_view.match((status == store.ACCEPTED) & (source == ACCEPTED_CONFIDENT)).values(
-                "key"
-            )
-        )
+        rows = list(zip(keys, statuses, sources, strict=True))
+        for key, status, _ in rows:
+            if status == store.REJECTED:
+                exclude.setdefault(key, set()).add(t.name)
+        labels[t.name] = sorted(k for k, st, _ in rows if st in (store.ACCEPTED, store.FIXED))
+        ground_truth[t.name] = {k for k, st, _ in rows if st == store.LABELED}
+        regions[t.name] = {
+            k for k, st, src in rows if st == store.ACCEPTED and src == ACCEPTED_CONFIDENT
+        }
+    reviewed = sum(len(v) for v in labels.values())
+    rejected = sum(len(v) for v in exclude.values())
     if reviewed + rejected == 0:
         log.warning(
             "nothing in %r is reviewed yet: retraining on ground truth and the round-%d suggestions only",
