@@ -265,7 +265,8 @@ def _write_suggestions(
             write_png(path, array)
             if old is not None:
                 old_path = getattr(old, "map_path", None) or getattr(old, "mask_path", None)
-                if old_path and Path(old_path) != path:
+                # only this dataset's own files: a clone (ds.clone()) shares its source's paths
+                if old_path and Path(old_path) != path and _owned(name, Path(old_path)):
                     replaced.append(Path(old_path))
             if field_name == store.pred_field(task_name):
                 sample[field_name] = store.label_object(task, path, out["label"], info.depth_unit)
@@ -283,6 +284,11 @@ def _write_suggestions(
     if written:
         sample["suggested_at"] = datetime.now(timezone.utc)
     return written, replaced
+
+
+def _owned(name: str, path: Path) -> bool:
+    """Whether ``path`` lies in dataset ``name``'s own folder (so it may be deleted with it)."""
+    return path.resolve().is_relative_to(store.files_dir(name).resolve())
 
 
 def _get(sample: fo.Sample, field_name: str):

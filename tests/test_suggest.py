@@ -151,6 +151,37 @@ def test_new_checkpoint_is_a_new_round_and_reviewed_labels_stay(
     assert [r["round"] for r in ds.info["hitts"]["rounds"]] == [0, 1]
 
 
+def test_a_new_round_on_a_clone_keeps_the_source_datasets_files(
+    scenes, checkpoint, tmp_path, dataset_name, capsys
+):
+    """A FiftyOne clone shares its source's file paths: its next round must not delete them."""
+    _ingest(scenes, dataset_name)
+    assert main(["suggest", dataset_name, "--checkpoint", str(checkpoint), "-q"]) == 0
+    ds = fo.load_dataset(dataset_name)
+    source_files = [
+        _label_path(s[store.pred_field("semseg")])
+        for s in ds.match(F("semseg_status") == store.SUGGESTED)
+    ]
+    assert source_files and all(p.is_file() for p in source_files)
+    copy = ds.clone(f"{dataset_name}-copy")
+    try:
+        import torch
+
+        state = torch.load(checkpoint, weights_only=True)
+        state["extra"] = {"note": "round 1"}
+        other = tmp_path / "round1.pt"
+        torch.save(state, other)
+        assert main(["suggest", copy.name, "--checkpoint", str(other), "-q"]) == 0
+        assert "round 1:" in capsys.readouterr().out
+        copy.reload()
+        _check_complete(copy, 1)
+        assert all(p.is_file() for p in source_files)  # the source's round 0 is intact
+        ds.reload()
+        _check_complete(ds, 0)
+    finally:
+        fo.delete_dataset(copy.name)
+
+
 def test_kill_minus_9_then_rerun_completes(scenes, checkpoint, dataset_name):
     _ingest(scenes, dataset_name)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
