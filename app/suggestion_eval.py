@@ -162,9 +162,14 @@ def _plot(task: str, kind: str, curve, tau_used: float, png: Path) -> None:
     plt.close(fig)
 
 
-def evaluate_on_hidden(name: str, predictor, *, batch_size: int = 16) -> dict[str, dict]:
+def evaluate_on_hidden(
+    name: str, predictor, *, batch_size: int = 16, skip: dict[str, set[str]] | None = None
+) -> dict[str, dict]:
     """Task -> metrics of ``predictor`` against the hidden ground truth, over every valid pixel of
-    the samples whose label for that task a setting hid: how well a model round fills in."""
+    the samples whose label for that task a setting hid: how well a model round fills in.
+
+    ``skip``: task -> sample keys left out of that task's score (e.g. labels an annotator fixed
+    from the hidden truth, which a later round trained on)."""
     from fiftyone import ViewField as F
 
     from hitts.model.data.label_io import read_image
@@ -177,7 +182,10 @@ def evaluate_on_hidden(name: str, predictor, *, batch_size: int = 16) -> dict[st
         field = store.hidden_field(task.name)
         if field not in schema:
             continue
-        view = ds.match(F(field) != None).sort_by("key")  # noqa: E711  (a MongoDB null test)
+        view = ds.match(F(field) != None)  # noqa: E711  (a MongoDB null test)
+        if skip and skip.get(task.name):
+            view = view.match(~F("key").is_in(sorted(skip[task.name])))
+        view = view.sort_by("key")
         if len(view) == 0:
             continue
         meter = make_meter(task)

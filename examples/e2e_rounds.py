@@ -44,16 +44,30 @@ def run(
     seed: int = 0,
     name: str = "e2e",
     review_share: float = 0.5,
+    accept: str = "region",
+    fix_share: float = 0.0,
+    control: bool = False,
     progress: bool = False,
 ) -> dict:
     """Run the loop in ``workdir`` (HITTS_HOME and FIFTYONE_DATABASE_DIR must already be set by
-    the caller when it wants them elsewhere); returns {"round0", "round1", "accepted", ...}."""
+    the caller when it wants them elsewhere); returns {"round0", "round1", "accepted", ...}.
+
+    The annotator works down each task's queue, most confident first, for ``review_share`` of it:
+    ``accept="region"`` accepts the confident region (the page's "accept confident"), ``"whole"``
+    the whole suggestion (the page's "accept"). With ``fix_share`` they also fix that share of the
+    queue from its least confident end, drawing the correct label (the hidden truth, as the
+    brush would); those labels are left out of every round's score.
+
+    ``control``: also retrain a copy of the dataset taken before any review (the paper's plain
+    stage 2 from the same teacher, same seed) and return its scores as "plain"."""
+    if accept not in ("region", "whole"):
+        raise ValueError(f"accept must be 'region' or 'whole', got {accept!r}")
     import fiftyone as fo
 
     from hitts.app.export import export_dataset
     from hitts.app.ingest import ingest
     from hitts.app.retrain import retrain
-    from hitts.app.review_store import QueueFilter, ReviewStore
+    from hitts.app.review_store import QueueFilter, ReviewStore, read_raw
     from hitts.app.suggest import suggest
     from hitts.app.suggestion_eval import evaluate_on_hidden
     from hitts.app.training import train_on_dataset
@@ -61,8 +75,9 @@ def run(
     from hitts.model.predictor import TorchPredictor
     from hitts.model.train import TrainConfig
 
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
+    for old in (name, f"{name}-plain"):
+        if fo.dataset_exists(old):
+            fo.delete_dataset(old)
     scenes = generate_scenes(
         workdir / "scenes",
         count,
@@ -77,23 +92,45 @@ def run(
     )
     checkpoint = r0 / "last.pt"
     suggest(name, TorchPredictor(checkpoint), checkpoint, progress=progress)
-    round0 = evaluate_on_hidden(name, TorchPredictor(checkpoint))
+    tasks = [t.name for t in TorchPredictor(checkpoint).tasks]
+    plain_ck = None
+    if control:  # the same stage 2 with nothing reviewed
+        copy = fo.load_dataset(name).clone(f"{name}-plain")
+        copy.persistent = True
+        plain_ck = retrain(copy.name, workdir / "round1-plain", epochs=epochs, progress=progress)
 
-    # an annotator works down each task's queue, most confident first, for a share of it
     review = ReviewStore(name)
-    accepted = {}
-    for task in round0:
+    accepted, fixed = {}, {}
+    for task in tasks:
+        total = review.counts(QueueFilter(task=task), "annotator", None).total
+        fixed[task] = []
+        if fix_share > 0:  # the least confident end first, as the page's default order
+            queue = QueueFilter(task=task, descending=False)
+            while len(fixed[task]) < round(fix_share * total) and (
+                item := review.next_item(queue, "annotator")
+            ):
+                truth = _hidden_path(fo.load_dataset(name), item.key, task)
+                outcome = review.fix(item, "annotator", read_raw(truth))
+                assert outcome.ok, outcome.message
+                fixed[task].append(item.key)
         queue = QueueFilter(task=task, descending=True)
-        todo = round(review_share * review.counts(queue, "annotator", None).total)
         n = 0
-        while n < todo and (item := review.next_item(queue, "annotator")) is not None:
-            outcome = review.accept_confident(item, "annotator", item.tau)
+        while n < round(review_share * total) and (item := review.next_item(queue, "annotator")):
+            if accept == "region":
+                outcome = review.accept_confident(item, "annotator", item.tau)
+            else:
+                outcome = review.accept(item, "annotator")
             assert outcome.ok, outcome.message
             n += 1
         accepted[task] = n
     manifest = export_dataset(name, workdir / "export", "folder", progress=progress)
     report = retrain(name, workdir / "round1", epochs=epochs, progress=progress)  # seed + 1
-    round1 = evaluate_on_hidden(name, TorchPredictor(report.checkpoint))
+    skip = {t: set(keys) for t, keys in fixed.items()}
+    round0 = evaluate_on_hidden(name, TorchPredictor(checkpoint), skip=skip)
+    round1 = evaluate_on_hidden(name, TorchPredictor(report.checkpoint), skip=skip)
+    plain = None
+    if plain_ck is not None:
+        plain = evaluate_on_hidden(copy.name, TorchPredictor(plain_ck.checkpoint), skip=skip)
     sources = {}
     for s in manifest["samples"]:
         for t, info in s["labels"].items():
@@ -101,10 +138,21 @@ def run(
     return {
         "round0": round0,
         "round1": round1,
+        **({"plain": plain} if plain is not None else {}),
         "accepted": accepted,
+        "fixed": {t: len(k) for t, k in fixed.items()},
         "export_sources": sources,
         "new_round": report.new_round,
     }
+
+
+def _hidden_path(ds, key: str, task: str) -> str:
+    from fiftyone import ViewField as F
+
+    from hitts.app import store
+
+    label = ds.match(F("key") == key).first()[store.hidden_field(task)]
+    return getattr(label, "map_path", None) or label.mask_path
 
 
 def better(task: str, r0: dict, r1: dict) -> bool:
@@ -138,6 +186,10 @@ def summary(results: list[dict]) -> dict:
             "wins": wins,
             "better": wins == len(results) and gain > d[1],
         }
+        if all("plain" in r for r in results):  # the review's own share: round 1 - plain stage 2
+            plain = [r["plain"][task][metric] for r in results]
+            out[task]["plain"] = _mean_sd(plain)
+            out[task]["review_gain"] = _mean_sd([b - a for a, b in zip(plain, r1, strict=True)])
     return out
 
 
@@ -156,6 +208,17 @@ def table(results: dict | list[dict]) -> str:
 
     lines.append("| round 0 | " + " | ".join(cell(s[t]["round0"]) for t in names) + " |")
     lines.append("| round 1 | " + " | ".join(cell(s[t]["round1"]) for t in names) + " |")
+    if all("plain" in s[t] for t in names):
+        lines.append(
+            "| round 1, nothing reviewed | " + " | ".join(cell(s[t]["plain"]) for t in names) + " |"
+        )
+        lines.append(
+            "| round 1 - nothing reviewed | "
+            + " | ".join(
+                f"{s[t]['review_gain'][0]:+.3f} ± {s[t]['review_gain'][1]:.3f}" for t in names
+            )
+            + " |"
+        )
     lines.append(
         "| round 1 - round 0 | "
         + " | ".join(f"{s[t]['diff'][0]:+.3f} ± {s[t]['diff'][1]:.3f}" for t in names)
@@ -177,6 +240,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=None, help="work folder (default: a temporary one)")
+    p.add_argument(
+        "--accept",
+        choices=["region", "whole"],
+        default="region",
+        help="what the annotator accepts: the confident region of a suggestion, or all of it",
+    )
+    p.add_argument(
+        "--review-share",
+        type=float,
+        default=0.5,
+        help="share of each task's queue accepted, most confident first (default 0.5)",
+    )
+    p.add_argument(
+        "--fix-share",
+        type=float,
+        default=0.0,
+        help="share of each task's queue also fixed from its least confident end, with the "
+        "correct label (left out of the scores); default 0",
+    )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also retrain a copy with nothing reviewed (plain stage 2), to separate the review's "
+        "gain from stage 2's",
+    )
     args = p.parse_args(argv)
     work = Path(args.out or tempfile.mkdtemp(prefix="hitts-e2e-"))
     os.environ.setdefault("HITTS_HOME", str(work / "home"))
@@ -198,13 +286,20 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs,
                 seed=seed,
                 name=f"e2e-seed-{seed}",
+                review_share=args.review_share,
+                accept=args.accept,
+                fix_share=args.fix_share,
+                control=args.control,
                 progress=True,
             )
             tmp = done.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1, default=str))
             tmp.replace(done)
             results.append(json.loads(done.read_text()))
-        print(f"seed {seed}: accepted (confident region) per task: {results[-1]['accepted']}")
+        print(
+            f"seed {seed}: accepted ({args.accept}) per task: {results[-1]['accepted']}, "
+            f"fixed: {results[-1].get('fixed', {})}"
+        )
         print(table(results[-1]), flush=True)
     print(
         f"\n{args.count} scenes at {size[0]}x{size[1]}, one-label, {args.epochs} epochs per round, "
