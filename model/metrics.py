@@ -200,14 +200,25 @@ class EdgeMeter:
     than one-to-one and does not thin the prediction, so it reads a little higher.
     ``max_dist=0`` matches exact pixels. Pixels with truth -1 are left out on both sides.
 
+    Below the BSDS grid, ``low_thresholds`` more are spaced evenly in log from 1e-4 up to its
+    first: a model trained with edge class weights predicts from re-balanced probabilities
+    (:meth:`Quantizer.set_class_weight`), and early in training all of them can lie under 0.01,
+    which the BSDS grid alone scores as "every pixel is an edge". The grid's own thresholds are
+    all kept, so a score can only rise above what the BSDS grid gives.
+
     Args:
         num_thresholds: Thresholds ``k / (n + 1)``, k = 1..n (BSDS uses 99).
         max_dist: Tolerance as a fraction of the image diagonal.
+        low_thresholds: Extra thresholds below ``1 / (n + 1)``.
     """
 
-    def __init__(self, *, num_thresholds: int = 99, max_dist: float = 0.0075):
+    def __init__(
+        self, *, num_thresholds: int = 99, max_dist: float = 0.0075, low_thresholds: int = 20
+    ):
         k = torch.arange(1, num_thresholds + 1, dtype=torch.float64)
-        self.thresholds = k / (num_thresholds + 1)
+        grid = k / (num_thresholds + 1)
+        low = torch.logspace(-4.0, math.log10(float(grid[0])), low_thresholds + 1, dtype=grid.dtype)
+        self.thresholds = torch.cat([low[:-1], grid]) if low_thresholds else grid
         self.max_dist = max_dist
         self.reset()
 

@@ -120,6 +120,25 @@ def test_odsf_with_distance_tolerance():
     assert d.compute()["odsF"] == pytest.approx(75.0)
 
 
+def test_odsf_below_the_bsds_grid():
+    """Re-balanced edge probabilities of a young model can all lie under 0.01: their ranking
+    still counts, where the BSDS grid alone sees no predicted edge at all."""
+    prob, gt = tiny_edges()
+    small = prob * 0.005  # same order, every value under 0.01
+    low = EdgeMeter(max_dist=0.0)
+    low.update(small, gt)
+    out = low.compute()
+    assert out["odsF"] == pytest.approx(75.0) and out["threshold"] < 0.01
+    bsds = EdgeMeter(max_dist=0.0, low_thresholds=0)
+    bsds.update(small, gt)
+    assert bsds.compute()["odsF"] == 0.0
+    # where the BSDS grid finds the best threshold, the extra ones change nothing
+    full, plain = EdgeMeter(max_dist=0.0), EdgeMeter(max_dist=0.0, low_thresholds=0)
+    full.update(prob, gt)
+    plain.update(prob, gt)
+    assert full.compute() == plain.compute()
+
+
 def test_odsf_ignores_invalid_pixels_and_streams():
     prob, gt = tiny_edges()
     gt[0, 0] = -1  # the false positive sits on an invalid pixel
