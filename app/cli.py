@@ -156,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         teacher=Path(args.teacher) if args.teacher else None,
         size=args.size,
         resume=args.resume,
+        flip_features=not args.no_flip_features,
         progress=not args.quiet,
     )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one report
@@ -274,6 +275,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         taus=dict(args.tau or []),
         seed=args.seed,
+        flip_features=not args.no_flip_features,
         progress=not args.quiet,
     )
     print(
@@ -465,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out after a stop")
     t.add_argument(
+        "--no-flip-features",
+        action="store_true",
+        help="stage 2: skip the teacher's pass over the flipped training images; halves the "
+        "memory its discovered features take, at the cost of a poorer L_f target on flipped images",
+    )
+    t.add_argument(
         "--backbone",
         default="small",
         choices=["small", "segnet", "resnet18"],
@@ -590,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="random seed (default: the latest round's model's seed + 1, so the new model does "
         "not start from its teacher's initial weights)",
+    )
+    rt.add_argument(
+        "--no-flip-features",
+        action="store_true",
+        help="stage 2: skip the teacher's pass over the flipped training images; halves the "
+        "memory its discovered features take, at the cost of a poorer L_f target on flipped images",
     )
     rt.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rt.set_defaults(func=cmd_retrain)

@@ -69,6 +69,7 @@ def retrain(
     epochs: int | None = None,
     taus: dict[str, float] | None = None,
     seed: int | None = None,
+    flip_features: bool = True,
     progress: bool = True,
 ) -> RetrainReport:
     """Stage 2 on the dataset's reviewed and suggested labels, then suggest with the new model.
@@ -76,6 +77,9 @@ def retrain(
     The new model is trained "from scratch" (Sec. 4.1) with ``seed``, by default the teacher's seed
     + 1: with the teacher's own seed it would start from the teacher's initial weights and see
     the batches in the teacher's order, and with ``L_f`` pulling it along, retrace the teacher.
+
+    ``flip_features=False`` halves the memory the teacher's discovered features take (see
+    :func:`hitts.model.pipeline.discovery_for`).
 
     Rerunning after an interruption resumes the training run in ``out`` (default:
     ``$HITTS_HOME/datasets/NAME/runs/round-<N+1>``).
@@ -171,6 +175,7 @@ def retrain(
         },
         exclude=exclude,
         teacher_labelled=teacher_labelled,
+        flip_features=flip_features,
     )
     checkpoint = out / "last.pt"
     done = suggest(name, TorchPredictor(checkpoint), checkpoint, progress=progress)

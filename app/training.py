@@ -83,12 +83,16 @@ def train_on_dataset(
     teacher: Path | None = None,
     size: tuple[int, int] | None = None,
     resume: bool = False,
+    flip_features: bool = True,
     progress: bool = True,
 ) -> dict:
     """Stage 1 (no teacher) or stage 2 (a stage-1 checkpoint as teacher) on dataset ``name``.
 
     Args:
         model_cfg_args: ModelConfig fields other than ``outputs`` (taken from the bins).
+        flip_features: Stage 2: discover the teacher's features of the flipped images too
+            (False halves the memory the features take; see
+            :func:`hitts.model.pipeline.discovery_for`).
     """
     rank, world = init_distributed()
     if world > 1 and rank > 0:
@@ -143,6 +147,7 @@ def train_on_dataset(
         resume=resume,
         progress=progress,
         extra=extra,
+        flip_features=flip_features,
     )
 
 

@@ -55,27 +55,39 @@ def splits_from_source(
 
 
 def discovery_for(
-    teacher: Path, data: TensorSet, out: Path, *, sharpen: float = 1.0, progress: bool = False
+    teacher: Path,
+    data: TensorSet,
+    out: Path,
+    *,
+    sharpen: float = 1.0,
+    flip_features: bool = True,
+    progress: bool = False,
 ) -> dict:
-    """Load ``out`` if it holds this teacher's discovery on these images, else make and save it."""
+    """Load ``out`` if it holds this teacher's discovery on these images, else make and save it.
+
+    ``flip_features=False`` skips the teacher's pass over the flipped images, which halves the
+    memory the discovered features take; flipped training images are then pulled towards the
+    mirrored features of the originals, a poorer target (see :mod:`hitts.model.discover`)."""
     if out.exists():
         found = load_discovery(out)
         if (
             found["meta"].get("teacher") == str(teacher)
             and found["keys"] == data.keys
-            and found["meta"].get("hflip_features", False)
+            and (found["meta"].get("hflip_features", False) or not flip_features)
         ):
             return found
     state = load_checkpoint(teacher)
     model, quantizers, _ = model_from_checkpoint(state)
     model.to(pick_device())
-    found = discover(model, quantizers, data, sharpen=sharpen, progress=progress)
+    found = discover(
+        model, quantizers, data, sharpen=sharpen, hflip_features=flip_features, progress=progress
+    )
     cfg = state["model_config"]
     meta = {
         "teacher": str(teacher),
         "kind": cfg["kind"],
         "use_global": cfg.get("use_global", True),
-        "hflip_features": True,
+        "hflip_features": flip_features,
     }
     save_discovery(out, found, data.keys, meta)
     return load_discovery(out)
@@ -94,6 +106,7 @@ def train_stage2(
     extra: dict | None = None,
     exclude: dict[str, set[str]] | None = None,
     teacher_labelled: Tensor | None = None,
+    flip_features: bool = True,
 ) -> dict:
     """A fresh model on L_s + L_p + L_f with the teacher's discovery (the teacher's bins too).
 
@@ -106,11 +119,15 @@ def train_stage2(
             label"; a label the teacher never saw (an annotator accepted or fixed its suggestion
             afterwards) counts as labelled for ``L_s`` but keeps the ``M_f`` weighting in ``L_f``.
             Default: ``train_set.present`` (the paper's stage 2, where the two agree).
+        flip_features: Also discover the teacher's features of the flipped images (see
+            :func:`discovery_for`); False halves the memory the features take.
     """
     out.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(teacher)
     quantizers = {n: Quantizer.from_dict(d) for n, d in state["quantizers"].items()}
-    found = discovery_for(teacher, train_set, out / "discovery.pt", progress=progress)
+    found = discovery_for(
+        teacher, train_set, out / "discovery.pt", flip_features=flip_features, progress=progress
+    )
     if exclude:
         index = {k: i for i, k in enumerate(train_set.keys)}
         for key, tasks in exclude.items():

@@ -67,6 +67,24 @@ def test_train_discover_stage2_evaluate(scenes, tmp_path, dataset_name, capsys):
     found = torch.load(s2 / "discovery.pt", weights_only=True)
     assert set(found["tasks"]) == {"semseg", "depth", "normal", "edge"}
     assert found["tasks"]["depth"]["confidence"].shape == (12, 32, 48)
+    assert (
+        found["tasks"]["depth"]["feature_hflip"].shape == found["tasks"]["depth"]["feature"].shape
+    )
+    # --no-flip-features: no second set of features, half the memory
+    s3 = tmp_path / "s3"
+    teach = ["--stage", "2", "--teacher", str(s1 / "last.pt"), "--no-flip-features"]
+    assert main(["train", dataset_name, "--out", str(s3), *teach, *FAST]) == 0
+    lean = torch.load(s3 / "discovery.pt", weights_only=True)
+    assert "feature_hflip" not in lean["tasks"]["depth"] and "feature" in lean["tasks"]["depth"]
+    assert lean["meta"]["hflip_features"] is False
+    flipped = sum(
+        v.numel() * v.element_size()
+        for d in found["tasks"].values()
+        for k, v in d.items()
+        if k.endswith("_hflip")
+    )
+    saved = (s2 / "discovery.pt").stat().st_size - (s3 / "discovery.pt").stat().st_size
+    assert saved >= 0.9 * flipped > 0
     rows = [json.loads(r) for r in (s2 / "log.jsonl").read_text().splitlines()]
     assert rows[0]["loss_p"] > 0 and rows[0]["loss_f"] > 0
     capsys.readouterr()
