@@ -1,10 +1,18 @@
 """The whole loop with hidden ground truth, and the proof that a reviewed round helps.
 
 Generated scenes -> ingest (one-label, the hidden labels kept) -> train round 0 -> suggest ->
-accept the confident region of the most confident half of each task's suggestions through the
-review store, as an annotator on the page would (``accept_confident`` at τ) -> export ->
-retrain (round 1: L_s on ground truth + accepted labels, L_p, L_f) -> suggest. Both rounds are
-scored against the hidden ground truth on the training images whose label was hidden.
+an annotator accepts the most confident half of each task's suggestions through the review store,
+as on the page (``accept_confident`` at τ by default; ``--accept whole`` clicks "accept"), and
+with ``--fix-share`` fixes the least confident ones with the correct label -> export -> retrain
+(round 1: L_s on ground truth + reviewed labels, L_p, L_f) -> suggest. Both rounds are scored
+against the hidden ground truth on the training images whose label was hidden (less the fixed
+ones). ``--control`` also retrains a copy of the dataset with nothing reviewed, from the same
+teacher with the same seed: the paper's plain stage 2, which separates the review's share of the
+gain from stage 2's.
+
+An accepted confident region holds the pixels ``L_p`` already trains on, with the same weight, so
+on its own it leaves round 1 exactly the plain stage-2 model: what the review adds to training
+comes from whole accepts (the annotator vouches for the unconfident pixels too), fixes and rejects.
 
 Each seed draws its own scenes, label split and training seeds; the table gives each round's mean
 ± standard deviation over the seeds and the paired round 1 - round 0 difference, and calls round 1
@@ -13,6 +21,7 @@ deviation (BENCHMARKS.md).
 
 Usage:
     python examples/e2e_rounds.py                      # 3 seeds, 300 scenes at 48x64, 25 epochs
+    python examples/e2e_rounds.py --control --accept whole --fix-share 0.1
     python examples/e2e_rounds.py --seeds 0 --count 80 --size 32x48 --epochs 4    # a quick look
 """
 
