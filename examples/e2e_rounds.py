@@ -109,6 +109,7 @@ def run(
         plain_ck = retrain(copy.name, workdir / "round1-plain", epochs=epochs, progress=progress)
 
     review = ReviewStore(name)
+    truth_files = _hidden_files(fo.load_dataset(name), tasks) if fix_share > 0 else {}
     accepted, fixed = {}, {}
     for task in tasks:
         total = review.counts(QueueFilter(task=task), "annotator", None).total
@@ -118,8 +119,7 @@ def run(
             while len(fixed[task]) < round(fix_share * total) and (
                 item := review.next_item(queue, "annotator")
             ):
-                truth = _hidden_path(fo.load_dataset(name), item.key, task)
-                outcome = review.fix(item, "annotator", read_raw(truth))
+                outcome = review.fix(item, "annotator", read_raw(truth_files[task][item.key]))
                 assert outcome.ok, outcome.message
                 fixed[task].append(item.key)
         queue = QueueFilter(task=task, descending=True)
@@ -155,13 +155,16 @@ def run(
     }
 
 
-def _hidden_path(ds, key: str, task: str) -> str:
-    from fiftyone import ViewField as F
-
+def _hidden_files(ds, tasks: list[str]) -> dict[str, dict[str, str]]:
+    """Task -> sample key -> file of the label the setting hid (what a fix paints)."""
     from hitts.app import store
 
-    label = ds.match(F("key") == key).first()[store.hidden_field(task)]
-    return getattr(label, "map_path", None) or label.mask_path
+    out = {}
+    for t in tasks:
+        field = store.hidden_field(t)
+        keys, masks, maps = ds.values(["key", f"{field}.mask_path", f"{field}.map_path"])
+        out[t] = {k: a or b for k, a, b in zip(keys, masks, maps, strict=True) if a or b}
+    return out
 
 
 def better(task: str, r0: dict, r1: dict) -> bool:
