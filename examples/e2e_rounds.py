@@ -28,6 +28,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -283,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(work / "db"))
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     size = tuple(int(v) for v in args.size.split("x"))
+    # FiftyOne runs one database service per machine: a second run started while another's service
+    # is up joins it whatever its FIFTYONE_DATABASE_DIR, so names carry the work folder
+    run_id = hashlib.sha1(str(work.resolve()).encode()).hexdigest()[:6]
     t0 = time.perf_counter()
     results = []
     for seed in args.seeds:
@@ -297,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 size=size,
                 epochs=args.epochs,
                 seed=seed,
-                name=f"e2e-seed-{seed}",
+                name=f"e2e-{run_id}-seed-{seed}",
                 review_share=args.review_share,
                 accept=args.accept,
                 fix_share=args.fix_share,
