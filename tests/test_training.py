@@ -39,7 +39,8 @@ def test_train_discover_stage2_evaluate(scenes, tmp_path, dataset_name, capsys):
     state = load_checkpoint(s1 / "last.pt")
     assert state["epoch"] == 0 and state["model_config"]["kind"] == "hitts"
     # the edge loss's class weights are kept, so predictions can divide them back out
-    assert state["quantizers"]["edge"]["class_weight"] == pytest.approx([0.05, 0.95])
+    w = state["quantizers"]["edge"]["class_weight"]
+    assert w[1] / w[0] == pytest.approx(19.0) and w[0] > 0.05  # 0.95 : 0.05, scaled up
     assert "class_weight" not in state["quantizers"]["semseg"]
     rows = [json.loads(r) for r in (s1 / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0]
@@ -64,6 +65,8 @@ def test_train_discover_stage2_evaluate(scenes, tmp_path, dataset_name, capsys):
         )
         == 0
     )
+    # the student weighs edges as its teacher did
+    assert load_checkpoint(s2 / "last.pt")["quantizers"]["edge"]["class_weight"] == w
     found = torch.load(s2 / "discovery.pt", weights_only=True)
     assert set(found["tasks"]) == {"semseg", "depth", "normal", "edge"}
     assert found["tasks"]["depth"]["confidence"].shape == (12, 32, 48)
@@ -263,3 +266,39 @@ def test_label_weight_scales_the_supervised_loss(scenes, tmp_path):
         train(cfg, model_cfg, quantizers, data, None, tmp_path / f"w{w}", progress=False)
         rows[w] = json.loads((tmp_path / f"w{w}" / "log.jsonl").read_text().splitlines()[0])
     assert rows[0.0]["loss_s"] == 0 and rows[1.0]["loss_s"] > 0
+
+
+def test_edge_class_weights_average_one_over_the_labelled_pixels():
+    """(0.05, 0.95) re-balances edge pixels; scaled so the mean weight over the labelled pixels
+    is 1, the edge loss counts as much as an unweighted task's (Eq. 5 weighs tasks equally)."""
+    from hitts.model.quantize import Quantizer
+    from hitts.model.tasks import scene_tasks
+    from hitts.model.tensor_set import TensorSet
+    from hitts.model.train import TrainConfig, _class_weights
+
+    tasks = scene_tasks()
+    edge = next(t for t in tasks if t.name == "edge")
+    n, h, w = 3, 4, 8
+    target = torch.zeros(n, h, w, dtype=torch.long)
+    target[:, :, :2] = 1  # a quarter of the pixels are edges...
+    target[2] = 1  # ...on the labelled images; image 2 is all edges but not labelled
+    present = torch.zeros(n, len(tasks), dtype=torch.bool)
+    present[:2, [t.name for t in tasks].index("edge")] = True
+    data = TensorSet(
+        images=torch.zeros(n, 3, h, w, dtype=torch.uint8),
+        targets={"edge": target},
+        valid={"edge": torch.ones(n, h, w, dtype=torch.bool)},
+        present=present,
+        tasks=tasks,
+        keys=["a", "b", "c"],
+    )
+    qs = {"edge": Quantizer.for_task(edge)}
+    weight = _class_weights(qs, TrainConfig(), data, "cpu")["edge"]
+    assert weight[1] / weight[0] == pytest.approx(19.0)
+    assert float(0.75 * weight[0] + 0.25 * weight[1]) == pytest.approx(1.0)
+    fixed = _class_weights(qs, TrainConfig(edge_loss_weight=2.0), data, "cpu")["edge"]
+    assert fixed.tolist() == pytest.approx([0.1, 1.9])
+    # stage 2 keeps the teacher's weights, held by its quantizer
+    qs["edge"].set_class_weight(torch.tensor([0.5, 9.5]))
+    kept = _class_weights(qs, TrainConfig(stage=2), data, "cpu")["edge"]
+    assert kept.tolist() == pytest.approx([0.5, 9.5])
