@@ -101,8 +101,9 @@ def run(
         name, r0, TrainConfig(epochs=epochs, seed=seed), {"kind": "hitts"}, progress=progress
     )
     checkpoint = r0 / "last.pt"
-    suggest(name, TorchPredictor(checkpoint), checkpoint, progress=progress)
-    tasks = [t.name for t in TorchPredictor(checkpoint).tasks]
+    teacher = TorchPredictor(checkpoint)
+    suggest(name, teacher, checkpoint, progress=progress)
+    tasks = [t.name for t in teacher.tasks]
     plain_ck = None
     if control:  # the same stage 2 with nothing reviewed
         copy = fo.load_dataset(name).clone(f"{name}-plain")
@@ -136,7 +137,7 @@ def run(
     manifest = export_dataset(name, workdir / "export", "folder", progress=progress)
     report = retrain(name, workdir / "round1", epochs=epochs, progress=progress)  # seed + 1
     skip = {t: set(keys) for t, keys in fixed.items()}
-    round0 = evaluate_on_hidden(name, TorchPredictor(checkpoint), skip=skip)
+    round0 = evaluate_on_hidden(name, teacher, skip=skip)
     round1 = evaluate_on_hidden(name, TorchPredictor(report.checkpoint), skip=skip)
     plain = None
     if plain_ck is not None:
@@ -160,11 +161,11 @@ def _hidden_files(ds, tasks: list[str]) -> dict[str, dict[str, str]]:
     """Task -> sample key -> file of the label the setting hid (what a fix paints)."""
     from hitts.app import store
 
+    keys = ds.values("key")
     out = {}
     for t in tasks:
-        field = store.hidden_field(t)
-        keys, masks, maps = ds.values(["key", f"{field}.mask_path", f"{field}.map_path"])
-        out[t] = {k: a or b for k, a, b in zip(keys, masks, maps, strict=True) if a or b}
+        paths = store._paths(ds, store.hidden_field(t)) or [None] * len(keys)
+        out[t] = {k: p for k, p in zip(keys, paths, strict=True) if p}
     return out
 
 

@@ -15,6 +15,7 @@ import torch
 from fiftyone import ViewField as F
 
 from hitts.app import store
+from hitts.app.completed import label_path
 from hitts.app.review_store import final_field, read_raw
 from hitts.model.train import load_checkpoint
 
@@ -26,10 +27,6 @@ def _example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _path(label) -> str:
-    return getattr(label, "map_path", None) or label.mask_path
 
 
 def test_review_loop_end_to_end(tmp_path):
@@ -106,8 +103,8 @@ def test_whole_accepts_and_fixes_teach_round_1(tmp_path):
             assert result["export_sources"][f"{task}:accepted"] == result["accepted"][task] > 0
             assert result["export_sources"][f"{task}:fixed"] == result["fixed"][task]
             for sample in fixed:  # the fix is the hidden truth, as stored
-                final = read_raw(_path(sample[final_field(task)]))
-                truth = read_raw(_path(sample[store.hidden_field(task)]))
+                final = read_raw(label_path(sample[final_field(task)]))
+                truth = read_raw(label_path(sample[store.hidden_field(task)]))
                 assert (final == truth).all()
             assert set(fixed.values("key")) <= set(state["extra"]["reviewed_labels"][task])
             hidden = len(ds.match(F(store.hidden_field(task)) != None))  # noqa: E711
